@@ -1,0 +1,116 @@
+"""Files: atomic writes and feature arrays on disk (``.npy``, ``.npz``, ``.safetensors``).
+
+Every file unialign writes (features, caches, checkpoints, results) goes through :func:`atomic_write`: the bytes
+land in a temporary file in the same folder, are flushed and fsynced, and only then renamed over the target, so a
+kill or a full disk never leaves a half-written file under the final name.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+__all__ = ["atomic_write", "load_features", "save_features", "FEATURE_SUFFIXES"]
+
+FEATURE_SUFFIXES = (".npy", ".npz", ".safetensors")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """Open a temporary file beside ``path``; on success fsync and rename it to ``path``, on error remove it.
+
+    >>> with atomic_write("out.npy") as f:          # doctest: +SKIP
+    ...     np.save(f, X)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_features(path: str | os.PathLike, X: np.ndarray, *, key: str = "features") -> Path:
+    """Write a 2-D feature array atomically as ``.npy``, ``.npz`` (under ``key``) or ``.safetensors`` (``key``)."""
+    path = Path(path)
+    X = np.ascontiguousarray(X)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        with atomic_write(path) as f:
+            np.save(f, X, allow_pickle=False)
+    elif suffix == ".npz":
+        with atomic_write(path) as f:
+            np.savez(f, **{key: X})
+    elif suffix == ".safetensors":
+        from safetensors.numpy import save
+
+        with atomic_write(path) as f:
+            f.write(save({key: X}))
+    else:
+        raise ValueError(f"`out` must end in one of {', '.join(FEATURE_SUFFIXES)}, got {str(path)!r}")
+    return path
+
+
+def load_features(path: str | os.PathLike, *, key: str | None = None, mmap: bool = True) -> np.ndarray:
+    """Read a feature array from ``.npy`` (memory-mapped by default), ``.npz`` or ``.safetensors``.
+
+    ``key`` picks the array in a multi-array ``.npz`` / ``.safetensors`` file; with one array it may be omitted.
+    Write ``path:key`` on the command line. A missing, truncated or corrupt file raises ``ValueError`` /
+    ``FileNotFoundError`` with a one-line message, never a half-read array.
+    """
+    path = Path(path)
+    if key is None and not path.exists() and ":" in path.name:
+        name, key = path.name.rsplit(":", 1)
+        path = path.with_name(name)
+    if not path.exists():
+        raise FileNotFoundError(f"feature file {str(path)!r} does not exist; check the path or run `unialign embed`")
+    if path.is_dir():
+        raise ValueError(f"feature file {str(path)!r} is a directory; give a .npy, .npz or .safetensors file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arr = z[_pick(z.files, key, path)]
+        elif suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="numpy") as f:
+                arr = f.get_tensor(_pick(list(f.keys()), key, path))
+        else:
+            raise ValueError(
+                f"feature file {str(path)!r} has an unknown suffix; use one of {', '.join(FEATURE_SUFFIXES)}"
+            )
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        if isinstance(exc, FileNotFoundError) or str(exc).startswith("feature file"):
+            raise
+        raise ValueError(
+            f"feature file {str(path)!r} is truncated or corrupt ({type(exc).__name__}: {exc}); recreate it"
+        ) from None
+    except Exception as exc:  # safetensors raises its own error types
+        raise ValueError(f"feature file {str(path)!r} could not be read ({type(exc).__name__}: {exc}); recreate it") from None
+    return arr
+
+
+def _pick(names: list[str], key: str | None, path: Path) -> str:
+    """The name of the array to read: ``key`` if given, else the only one."""
+    if key is not None:
+        if key not in names:
+            raise ValueError(f"feature file {str(path)!r} has no array {key!r}; it has {sorted(names) or 'none'}")
+        return key
+    if len(names) != 1:
+        raise ValueError(f"feature file {str(path)!r} holds {len(names)} arrays {sorted(names)}; pick one as {path}:KEY")
+    return names[0]

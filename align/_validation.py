@@ -1,0 +1,221 @@
+"""Validation at the public boundary.
+
+Every public function of unialign validates its inputs once, here, and then works on normalised values.
+Messages read "`param` must be …, got …" plus a hint that names the fix; wrong types raise ``TypeError``,
+wrong values or shapes raise ``ValueError``. The CLI turns both into one-line messages.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "check_array",
+    "check_paired",
+    "check_rng",
+    "check_choice",
+    "check_int",
+    "check_float",
+    "check_partial_match",
+    "is_torch",
+]
+
+
+def is_torch(x: Any) -> bool:
+    """True when ``x`` is a ``torch.Tensor`` (without importing torch when it is not loaded)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _describe(x: Any) -> str:
+    if is_torch(x) or isinstance(x, np.ndarray):
+        return f"an array of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return f"{type(x).__name__}"
+
+
+def check_array(
+    X: Any,
+    name: str = "X",
+    *,
+    ndim: int = 2,
+    min_rows: int = 1,
+    min_cols: int = 1,
+    allow_nan: bool = False,
+    dtype: Any = None,
+):
+    """Validate a feature array and return it as a floating-point numpy array or torch tensor.
+
+    numpy arrays (and anything ``np.asarray`` accepts, such as nested lists) come back as numpy; torch tensors come
+    back as torch tensors on their own device. Integer and boolean inputs are converted to ``float64`` (numpy) or
+    the default float dtype (torch); ``dtype`` forces a dtype.
+
+    Raises
+    ------
+    TypeError
+        For objects that are not array-like, or complex / object / string arrays.
+    ValueError
+        For the wrong number of dimensions, too few rows or columns, or non-finite values.
+    """
+    if is_torch(X):
+        import torch
+
+        if X.is_complex():
+            raise TypeError(f"`{name}` must be a real-valued array, got {_describe(X)}")
+        if not X.is_floating_point():
+            X = X.to(torch.get_default_dtype() if dtype is None else dtype)
+        elif dtype is not None:
+            X = X.to(dtype)
+    else:
+        if isinstance(X, (str, bytes)) or X is None or isinstance(X, dict):
+            raise TypeError(f"`{name}` must be a numpy array or torch tensor, got {_describe(X)}")
+        try:
+            X = np.asarray(X)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"`{name}` must be a numpy array or torch tensor, got {type(X).__name__}: {exc}") from None
+        if X.dtype.kind not in "biuf":
+            raise TypeError(
+                f"`{name}` must be a real-valued numeric array, got dtype {X.dtype}; "
+                "convert it with np.asarray(X, dtype=float)"
+            )
+        if dtype is not None:
+            X = X.astype(dtype, copy=False)
+        elif X.dtype.kind != "f":
+            X = X.astype(np.float64)
+    if X.ndim != ndim:
+        hint = ""
+        if ndim == 2 and X.ndim == 1:
+            hint = "; a single feature vector needs X.reshape(1, -1), a single feature X.reshape(-1, 1)"
+        elif ndim == 2 and X.ndim > 2:
+            hint = "; flatten or pool the extra axes first (e.g. X.reshape(len(X), -1) or mean over tokens)"
+        raise ValueError(f"`{name}` must be {ndim}-D, got {_describe(X)}{hint}")
+    if ndim >= 1 and X.shape[0] < min_rows:
+        raise ValueError(f"`{name}` must have at least {min_rows} row(s), got {_describe(X)}")
+    if ndim >= 2 and X.shape[1] < min_cols:
+        raise ValueError(f"`{name}` must have at least {min_cols} column(s), got {_describe(X)}")
+    if not allow_nan:
+        finite = bool(X.isfinite().all()) if is_torch(X) else bool(np.isfinite(X).all())
+        if not finite:
+            raise ValueError(
+                f"`{name}` contains NaN or infinite values; drop or impute those rows before calling this"
+            )
+    return X
+
+
+def check_paired(X: Any, Y: Any, *, min_rows: int = 2, names: tuple[str, str] = ("X", "Y"), **kwargs):
+    """Validate two feature arrays whose row i describes the same item; return them normalised."""
+    X = check_array(X, names[0], min_rows=min_rows, **kwargs)
+    Y = check_array(Y, names[1], min_rows=min_rows, **kwargs)
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            f"`{names[0]}` and `{names[1]}` must have the same number of rows (row i of each describes item i), "
+            f"got {X.shape[0]} and {Y.shape[0]}"
+        )
+    if is_torch(X) != is_torch(Y):
+        raise TypeError(
+            f"`{names[0]}` and `{names[1]}` must both be numpy arrays or both torch tensors, got "
+            f"{type(X).__name__} and {type(Y).__name__}"
+        )
+    return X, Y
+
+
+def check_rng(rng: Any = None) -> np.random.Generator:
+    """Turn ``rng`` (None, an int seed, or a ``np.random.Generator``) into a ``np.random.Generator``."""
+    if rng is None or isinstance(rng, (numbers.Integral, np.integer)) and not isinstance(rng, bool):
+        if rng is not None and int(rng) < 0:
+            raise ValueError(f"`rng` must be a non-negative integer seed, got {rng}")
+        return np.random.default_rng(rng)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, np.random.SeedSequence):
+        return np.random.default_rng(rng)
+    raise TypeError(
+        f"`rng` must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}; "
+        "np.random.RandomState is not accepted, use np.random.default_rng(seed)"
+    )
+
+
+def check_choice(name: str, value: Any, valid: Iterable[str]) -> str:
+    """Check that ``value`` is one of ``valid`` names; the error lists the valid ones."""
+    valid = list(valid)
+    if not isinstance(value, str):
+        raise TypeError(f"`{name}` must be a string, one of {', '.join(map(repr, valid))}; got {type(value).__name__}")
+    if value not in valid:
+        import difflib
+
+        close = difflib.get_close_matches(value, valid, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown {name} {value!r}: valid values are {', '.join(map(repr, valid))}{hint}")
+    return value
+
+
+def check_int(name: str, value: Any, *, min_value: int | None = None, max_value: int | None = None) -> int:
+    """Check an integer parameter (bools are rejected) and its range."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if min_value is not None and value < min_value:
+        raise ValueError(f"`{name}` must be >= {min_value}, got {value}")
+    if max_value is not None and value > max_value:
+        raise ValueError(f"`{name}` must be <= {max_value}, got {value}")
+    return value
+
+
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    inclusive: bool = True,
+) -> float:
+    """Check a real, finite parameter and its range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value}")
+    if min_value is not None and (value < min_value if inclusive else value <= min_value):
+        raise ValueError(f"`{name}` must be {'>=' if inclusive else '>'} {min_value}, got {value}")
+    if max_value is not None and (value > max_value if inclusive else value >= max_value):
+        raise ValueError(f"`{name}` must be {'<=' if inclusive else '<'} {max_value}, got {value}")
+    return value
+
+
+def check_partial_match(partial_match: Any, n_x: int, n_y: int, *, name: str = "partial_match") -> np.ndarray:
+    """Validate known pairs ``(i, j)``: row ``i`` of X corresponds to row ``j`` of Y.
+
+    Returns a ``(k, 2)`` int64 array in the caller's order (no sorting is imposed). ``None`` gives ``(0, 2)``.
+    Duplicates in either column and out-of-range indices are errors.
+    """
+    if partial_match is None:
+        return np.zeros((0, 2), dtype=np.int64)
+    if is_torch(partial_match):
+        partial_match = partial_match.detach().cpu().numpy()
+    pm = np.asarray(partial_match)
+    if pm.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    if pm.dtype.kind == "f" and np.all(np.mod(pm, 1) == 0):
+        pm = pm.astype(np.int64)
+    if pm.dtype.kind not in "iu":
+        raise TypeError(f"`{name}` must be an integer array of (i, j) pairs, got dtype {pm.dtype}")
+    if pm.ndim != 2 or pm.shape[1] != 2:
+        raise ValueError(f"`{name}` must have shape (k, 2) with rows (i, j), got shape {pm.shape}")
+    pm = pm.astype(np.int64)
+    for col, (label, n) in enumerate((("first", n_x), ("second", n_y))):
+        c = pm[:, col]
+        if c.min() < 0 or c.max() >= n:
+            raise ValueError(
+                f"`{name}` {label} column must index rows 0..{n - 1}, got values in [{c.min()}, {c.max()}]"
+            )
+        uniq, counts = np.unique(c, return_counts=True)
+        if (counts > 1).any():
+            raise ValueError(
+                f"`{name}` {label} column has duplicates (e.g. {int(uniq[counts > 1][0])}); "
+                "each item can be matched at most once"
+            )
+    return pm
+
