@@ -17,8 +17,10 @@ Accepted files (``.gz`` allowed on each):
 Items are images; an item's id is its image path as the file writes it (``val2014/COCO_val2014_….jpg``). Fields:
 ``image`` (one row per item) and ``caption`` (one row per caption, ids ``"<image id>#k"`` with ``k`` counting from
 0 within the image; :meth:`CaptionDataset.item_of_row` maps caption rows to items). Image paths resolve against
-``image_root`` (default: the folder holding the captions file). Images without any caption are dropped (with a
-logged warning), so every image has a correct caption in retrieval.
+``image_root`` (default: the folder holding the captions file). Captions are stripped of surrounding whitespace and
+empty ones skipped; images left without any caption are dropped (with a logged warning), so every image has a
+correct caption in retrieval. Images are only opened by :meth:`CaptionDataset.get` and by ``fingerprint("image")``
+(a missing one then raises ``FileNotFoundError`` naming ``image_root``), so the captions alone load without them.
 """
 from __future__ import annotations
 
