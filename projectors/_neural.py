@@ -1,0 +1,430 @@
+"""Trained projectors: linear (closed-form ridge or trained), residual MLP head, SAIL-style gated MLP.
+
+Each estimator builds its head(s), hands them to :func:`projectors.trainer.train` and keeps the best weights. The
+training settings are the same keyword arguments for every trained kind (see :class:`TrainedProjector`).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from align._validation import check_choice, check_float, check_int, check_paired
+
+from ._base import Projector, register
+
+log = logging.getLogger(__name__)
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+# ---- heads -----------------------------------------------------------------------------------------------------
+def _residual_mlp(d_in: int, d_out: int, hidden_dim: int, n_blocks: int, dropout: float):
+    """Linear stem into ``d_out``, then ``n_blocks`` pre-norm residual blocks ``h + W2 GELU(W1 LN(h))``."""
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(d_out)
+            self.fc1 = nn.Linear(d_out, hidden_dim)
+            self.fc2 = nn.Linear(hidden_dim, d_out)
+            self.drop = nn.Dropout(dropout)
+
+        def forward(self, h):
+            return h + self.drop(self.fc2(nn.functional.gelu(self.fc1(self.norm(h)))))
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Linear(d_in, d_out)
+            self.blocks = nn.Sequential(*[Block() for _ in range(n_blocks)])
+
+        def forward(self, x):
+            return self.blocks(self.stem(x))
+
+    return Head()
+
+
+def _gated_mlp(d_in: int, d_out: int, hidden_dim: int, dropout: float):
+    """SAIL-style GLU head: ``W_skip x + W_o( SiLU(W_g LN(x)) * W_u LN(x) )``."""
+    from torch import nn
+
+    class GLUHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(d_in)
+            self.gate = nn.Linear(d_in, hidden_dim)
+            self.up = nn.Linear(d_in, hidden_dim)
+            self.out = nn.Linear(hidden_dim, d_out)
+            self.skip = nn.Linear(d_in, d_out)
+            self.drop = nn.Dropout(dropout)
+
+        def forward(self, x):
+            h = self.norm(x)
+            return self.skip(x) + self.out(self.drop(nn.functional.silu(self.gate(h)) * self.up(h)))
+
+    return GLUHead()
+
+
+# ---- the trained estimator base --------------------------------------------------------------------------------
+class TrainedProjector(Projector):
+    """Shared training settings for the trained kinds.
+
+    Parameters
+    ----------
+    loss : {"infonce", "siglip"}
+        Symmetric InfoNCE with a learnable clamped temperature, or the SigLIP sigmoid loss with learnable scale/bias.
+    temperature : float
+        Initial InfoNCE temperature.
+    batch_size : int
+        Global batch (contrastive negatives come from the batch; larger is usually better).
+    max_epochs, lr, weight_decay, warmup, patience :
+        AdamW, linear warmup over a ``warmup`` fraction of the steps then cosine decay; stop after ``patience``
+        epochs without better validation R@1.
+    val_fraction : float
+        Fraction of the pairs held out for early stopping when ``fit`` gets no explicit validation set (0: none).
+    project_y : bool
+        Also train a head of the same kind on Y (two-sided alignment into an ``out_dim`` space).
+    out_dim : int, optional
+        Output dimension; default ``d_y`` (required to differ from it only with ``project_y``).
+    checkpoint : str, optional
+        Path for resumable checkpoints; a killed ``fit`` with the same settings continues from it.
+    amp : bool
+        bfloat16 autocast on GPU.
+    device : str, optional
+        Default: CUDA when available, else CPU.
+    rng : int
+        Seed of the initialisation, the split and the data order.
+    """
+
+    def __init__(
+        self,
+        *,
+        loss: str = "infonce",
+        temperature: float = 0.07,
+        batch_size: int = 1024,
+        max_epochs: int = 30,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup: float = 0.05,
+        patience: int = 5,
+        val_fraction: float = 0.1,
+        project_y: bool = False,
+        out_dim: int | None = None,
+        checkpoint: str | None = None,
+        checkpoint_every: int = 0,
+        amp: bool = True,
+        device: str | None = None,
+        rng: int = 0,
+    ):
+        self.loss = loss
+        self.temperature = temperature
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup = warmup
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.project_y = project_y
+        self.out_dim = out_dim
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.amp = amp
+        self.device = device
+        self.rng = rng
+
+    # subclasses: build one head d_in -> d_out
+    def _make_head(self, d_in: int, d_out: int):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _arch(self) -> dict:
+        return {}
+
+    def _train_config(self):
+        from .trainer import TrainConfig
+
+        check_choice("loss", self.loss, ("infonce", "siglip"))
+        return TrainConfig(
+            loss=self.loss,
+            temperature=check_float("temperature", self.temperature, min_value=0.0, inclusive=False),
+            batch_size=check_int("batch_size", self.batch_size, min_value=2),
+            max_epochs=check_int("max_epochs", self.max_epochs, min_value=1),
+            lr=check_float("lr", self.lr, min_value=0.0, inclusive=False),
+            weight_decay=check_float("weight_decay", self.weight_decay, min_value=0.0),
+            warmup=check_float("warmup", self.warmup, min_value=0.0, max_value=1.0),
+            patience=check_int("patience", self.patience, min_value=1),
+            amp=bool(self.amp),
+            seed=check_int("rng", self.rng, min_value=0),
+            checkpoint_every=check_int("checkpoint_every", self.checkpoint_every, min_value=0),
+        )
+
+    def fit(self, X: Any, Y: Any, *, groups: Any = None, X_val: Any = None, Y_val: Any = None,
+            groups_val: Any = None, callback=None) -> "TrainedProjector":
+        """Train on pairs (row i of X with row i of Y).
+
+        Parameters
+        ----------
+        X, Y : arrays of shape (n, d_x), (n, d_y); memory-maps are read batch by batch.
+        groups : int array of shape (n,), optional
+            Rows with the same group are all positives of each other (several captions per image).
+        X_val, Y_val, groups_val : optional
+            An explicit validation set; otherwise ``val_fraction`` of the groups is held out.
+        callback : callable, optional
+            Receives each epoch's record (loss, lr, logit scale, val R@1, timings).
+        """
+        torch = _torch()
+        from .trainer import train
+
+        X, Y = _check_training_pairs(X, Y)
+        n = X.shape[0]
+        config = self._train_config()
+        groups = None if groups is None else _check_groups(groups, n, "groups")
+        if X_val is None:
+            vf = check_float("val_fraction", self.val_fraction, min_value=0.0, max_value=0.9)
+            train_rows, val_rows = split_by_group(n, groups, vf, config.seed)
+            if val_rows is not None:
+                X_val, Y_val = np.asarray(X[val_rows], np.float32), np.asarray(Y[val_rows], np.float32)
+                groups_val = None if groups is None else groups[val_rows]
+                if groups is not None:
+                    groups = groups[train_rows]
+                X, Y = np.asarray(X[train_rows], np.float32), np.asarray(Y[train_rows], np.float32)
+        else:
+            X_val, Y_val = check_paired(X_val, Y_val, names=("X_val", "Y_val"))
+            if X_val.shape[1] != X.shape[1] or Y_val.shape[1] != Y.shape[1]:
+                raise ValueError("`X_val`/`Y_val` must have the same columns as `X`/`Y`")
+            groups_val = None if groups_val is None else _check_groups(groups_val, X_val.shape[0], "groups_val")
+        d_x, d_y = X.shape[1], Y.shape[1]
+        d_out = d_y if self.out_dim is None else check_int("out_dim", self.out_dim, min_value=1)
+        if d_out != d_y and not self.project_y:
+            raise ValueError(
+                f"`out_dim` ({d_out}) differs from Y's dimension ({d_y}) but Y is not projected; "
+                "set project_y=True or leave out_dim unset"
+            )
+        torch.manual_seed(config.seed)
+        x_head = self._make_head(d_x, d_out)
+        y_head = self._make_head(d_y, d_out) if self.project_y else None
+        result = train(x_head, y_head, X, Y, config=config, groups=groups, X_val=X_val, Y_val=Y_val,
+                       groups_val=groups_val, device=self.device, checkpoint=self.checkpoint,
+                       metadata={"kind": self.kind}, callback=callback)
+        self.x_head_ = x_head.cpu().eval()
+        self.y_head_ = y_head.cpu().eval() if y_head is not None else None
+        self.train_result_ = result
+        self.history_ = result.history
+        self.n_features_in_, self.n_features_y_ = d_x, d_y
+        return self
+
+    def _transform_torch(self, X, side):
+        torch = _torch()
+        head = self.x_head_ if side == "x" else self.y_head_
+        if head is None:
+            return X
+        head = head.to(X.device)
+        out = torch.cat([head(X[s:s + 8192].float()) for s in range(0, X.shape[0], 8192)]) if X.shape[0] else \
+            head(X.float())
+        self.x_head_.cpu()
+        if self.y_head_ is not None:
+            self.y_head_.cpu()
+        return out
+
+    def _get_state(self):
+        return {"x_head": self.x_head_.state_dict(),
+                "y_head": self.y_head_.state_dict() if self.y_head_ is not None else None}
+
+    def _set_state(self, s):
+        d_out = self.n_features_y_ if self.out_dim is None else self.out_dim
+        self.x_head_ = self._make_head(self.n_features_in_, d_out)
+        self.x_head_.load_state_dict(s["x_head"])
+        self.x_head_.eval()
+        self.y_head_ = None
+        if s.get("y_head") is not None:
+            self.y_head_ = self._make_head(self.n_features_y_, d_out)
+            self.y_head_.load_state_dict(s["y_head"])
+            self.y_head_.eval()
+
+
+def _check_training_pairs(X, Y):
+    """Validate shapes and finiteness without copying memory-maps into RAM (finiteness read chunk by chunk)."""
+    from align._validation import check_array, is_torch
+
+    if is_torch(X) or is_torch(Y):
+        return check_paired(X, Y)
+    X, Y = np.asarray(X), np.asarray(Y)
+    check_paired(X[:2], Y[:2])  # types, ndim, columns
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            f"`X` and `Y` must have the same number of rows (row i of each describes item i), "
+            f"got {X.shape[0]} and {Y.shape[0]}"
+        )
+    for name, A in (("X", X), ("Y", Y)):
+        for s in range(0, A.shape[0], 65536):
+            check_array(A[s:s + 65536], name)
+    return X, Y
+
+
+def _check_groups(groups, n, name):
+    g = np.asarray(groups)
+    if g.shape != (n,) or g.dtype.kind not in "iu":
+        raise ValueError(f"`{name}` must be an int array with one group id per row ({n},), got {g.dtype} {g.shape}")
+    return g.astype(np.int64)
+
+
+def split_by_group(n: int, groups, val_fraction: float, seed: int):
+    """Rows for training and validation; all rows of one group land on the same side. None when no validation."""
+    if val_fraction <= 0:
+        return np.arange(n), None
+    rng = np.random.default_rng([seed, 7919])
+    keys = np.arange(n) if groups is None else np.unique(groups)
+    n_val = int(round(val_fraction * len(keys)))
+    if n_val < 2 or len(keys) - n_val < 2:
+        raise ValueError(
+            f"`val_fraction`={val_fraction} leaves too few items on one side ({len(keys)} items); "
+            "use more data or val_fraction=0"
+        )
+    val_keys = rng.choice(keys, size=n_val, replace=False)
+    is_val = np.isin(np.arange(n) if groups is None else groups, val_keys)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+# ---- kinds -------------------------------------------------------------------------------------------------------
+@register("linear", "affine map: closed-form ridge regression (solver='closed_form') or trained contrastively")
+class LinearProjector(TrainedProjector):
+    r"""Affine map :math:`x \mapsto xW + b` into Y's space.
+
+    ``solver="closed_form"`` solves ridge regression :math:`\min \|Y - XW - b\|_F^2 + \alpha\|W\|_F^2` exactly in
+    float64 from chunked second moments (:math:`O(n d^2)`, no training settings used) — the "least squares" latent
+    space translation of Maiorca et al. (2023). ``solver="trained"`` learns :math:`W, b` with the contrastive loss
+    (all :class:`TrainedProjector` settings apply).
+
+    Parameters
+    ----------
+    solver : {"closed_form", "trained"}
+    alpha : float
+        Ridge penalty of the closed form.
+    fit_intercept : bool
+        Learn :math:`b` (closed form: centre both sides first).
+    """
+
+    def __init__(self, *, solver: str = "closed_form", alpha: float = 1.0, fit_intercept: bool = True, **training):
+        super().__init__(**training)
+        self.solver = solver
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+
+    def _make_head(self, d_in, d_out):
+        from torch import nn
+
+        return nn.Linear(d_in, d_out, bias=bool(self.fit_intercept))
+
+    def fit(self, X, Y, **fit_params):
+        check_choice("solver", self.solver, ("closed_form", "trained"))
+        if self.solver == "trained":
+            self.__dict__.pop("coef_", None)
+            self.__dict__.pop("intercept_", None)
+            return super().fit(X, Y, **fit_params)
+        from ._linear import ridge_solve
+
+        extra = [k for k, v in fit_params.items() if v is not None and k != "callback"]
+        if extra:
+            raise TypeError(f"{', '.join(extra)} only apply to solver='trained'")
+        if self.project_y:
+            raise ValueError("project_y=True needs solver='trained'; the closed form maps X into Y's space")
+        X, Y = _check_training_pairs(X, Y)
+        alpha = check_float("alpha", self.alpha, min_value=0.0)
+        W, b = ridge_solve(X, Y, alpha=alpha, fit_intercept=bool(self.fit_intercept))
+        head = self._make_head(X.shape[1], Y.shape[1]).double()
+        torch = _torch()
+        with torch.no_grad():
+            head.weight.copy_(W.T)
+            if head.bias is not None:
+                head.bias.copy_(b)
+        self.x_head_ = head.float().eval()
+        self.coef_ = W.cpu().numpy()
+        self.intercept_ = b.cpu().numpy()
+        self.y_head_ = None
+        self.history_ = []
+        self.n_features_in_, self.n_features_y_ = X.shape[1], Y.shape[1]
+        return self
+
+    def _transform_torch(self, X, side):
+        torch = _torch()
+        if side == "x" and hasattr(self, "coef_"):  # closed form: exact float64 map
+            W = torch.as_tensor(self.coef_, device=X.device)
+            b = torch.as_tensor(self.intercept_, device=X.device)
+            return X.to(torch.float64) @ W + b
+        return super()._transform_torch(X, side)
+
+    def _get_state(self):
+        state = super()._get_state()
+        if hasattr(self, "coef_"):
+            torch = _torch()
+            state["coef"] = torch.from_numpy(self.coef_)
+            state["intercept"] = torch.from_numpy(self.intercept_)
+        return state
+
+    def _set_state(self, s):
+        super()._set_state(s)
+        if s.get("coef") is not None:
+            self.coef_ = s["coef"].numpy()
+            self.intercept_ = s["intercept"].numpy()
+
+
+@register("mlp", "residual MLP projection head trained contrastively (Maniparambil et al. 2024)")
+class MLPProjector(TrainedProjector):
+    r"""Residual MLP head: a linear stem into the output space, then pre-norm residual blocks.
+
+    .. math:: h_0 = W_0 x + b_0, \qquad h_{l+1} = h_l + W_2\,\mathrm{GELU}(W_1 \mathrm{LN}(h_l)),
+
+    trained with a contrastive loss (Maniparambil et al., "From Unimodal to Multimodal: Scaling up Projectors to Align
+    Modalities", 2024). Because the stem is linear, zero-initialised blocks reduce to the ``linear`` kind.
+
+    Parameters
+    ----------
+    hidden_dim : int
+        Width of each block's hidden layer.
+    n_blocks : int
+        Number of residual blocks.
+    dropout : float
+        Dropout inside the blocks.
+    """
+
+    def __init__(self, *, hidden_dim: int = 1024, n_blocks: int = 1, dropout: float = 0.0, **training):
+        super().__init__(**training)
+        self.hidden_dim = hidden_dim
+        self.n_blocks = n_blocks
+        self.dropout = dropout
+
+    def _make_head(self, d_in, d_out):
+        return _residual_mlp(d_in, d_out, check_int("hidden_dim", self.hidden_dim, min_value=1),
+                             check_int("n_blocks", self.n_blocks, min_value=0),
+                             check_float("dropout", self.dropout, min_value=0.0, max_value=1.0, inclusive=True))
+
+
+@register("glu", "gated (GLU/SwiGLU) MLP head with a linear skip, as in SAIL (Zhang et al. 2025)")
+class GLUProjector(TrainedProjector):
+    r"""SAIL-style gated MLP: :math:`W_s x + W_o(\mathrm{SiLU}(W_g \mathrm{LN}(x)) \odot W_u \mathrm{LN}(x))`.
+
+    SAIL (Zhang et al., CVPR 2025) pre-encodes both modalities and trains such a light gated alignment layer with the
+    SigLIP loss (use ``loss="siglip"``) at very large batch on one GPU.
+
+    Parameters
+    ----------
+    hidden_dim : int
+        Width of the gated hidden layer.
+    dropout : float
+    """
+
+    def __init__(self, *, hidden_dim: int = 1024, dropout: float = 0.0, **training):
+        super().__init__(**training)
+        self.hidden_dim = hidden_dim
+        self.dropout = dropout
+
+    def _make_head(self, d_in, d_out):
+        return _gated_mlp(d_in, d_out, check_int("hidden_dim", self.hidden_dim, min_value=1),
+                          check_float("dropout", self.dropout, min_value=0.0, max_value=1.0))
