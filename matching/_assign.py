@@ -1,0 +1,27 @@
+"""From a pair-score matrix to a matching: seeds fixed, a linear assignment on the rest."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from ._result import MatchResult
+
+__all__ = ["assign"]
+
+
+def assign(S, seeds: np.ndarray, method: str, *, n_iter: int = 0, converged: bool = True) -> MatchResult:
+    """Maximum-weight matching of the non-seed rows and columns of ``S`` (n_x, n_y); seed pairs kept as given."""
+    from align._backend import to_numpy
+
+    S = np.asarray(to_numpy(S), dtype=np.float64)
+    n_x, n_y = S.shape
+    col_ind = np.full(n_x, -1, dtype=np.int64)
+    col_ind[seeds[:, 0]] = seeds[:, 1]
+    free_x = np.setdiff1d(np.arange(n_x), seeds[:, 0])
+    free_y = np.setdiff1d(np.arange(n_y), seeds[:, 1])
+    if len(free_x) and len(free_y):
+        r, c = linear_sum_assignment(S[np.ix_(free_x, free_y)], maximize=True)
+        col_ind[free_x[r]] = free_y[c]
+    matched = col_ind >= 0
+    score = float(S[np.arange(n_x)[matched], col_ind[matched]].sum())
+    return MatchResult(col_ind=col_ind, score=score, n_iter=n_iter, converged=converged, method=method, similarity=S)

@@ -1,0 +1,145 @@
+"""Matchers that use the known pairs as anchors: Procrustes, least squares, relative representations, ASIF."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from align._validation import check_float, check_int
+
+from ._assign import assign
+from ._result import MatchResult
+
+__all__ = ["procrustes", "lstsq", "relative", "asif"]
+
+
+def _prep(X, Y, device):
+    import torch
+
+    from align._backend import as_torch, resolve_device
+
+    from ._kernels import kernel_factor
+
+    dev = resolve_device(device, X, Y)
+    Xt = as_torch(X, device=dev, dtype=torch.float64)
+    Yt = as_torch(Y, device=dev, dtype=torch.float64)
+    return kernel_factor(Xt, "cosine"), kernel_factor(Yt, "cosine")
+
+
+def _unit(Z):
+    import torch
+
+    return Z / torch.clamp(torch.linalg.vector_norm(Z, dim=1, keepdim=True), min=1e-300)
+
+
+def _fit_and_score(Xn, Yn, pairs: np.ndarray, fit) -> Any:
+    import torch
+
+    ix = torch.from_numpy(pairs[:, 0]).to(Xn.device)
+    iy = torch.from_numpy(pairs[:, 1]).to(Xn.device)
+    W = fit(Xn[ix], Yn[iy])
+    return _unit(Xn @ W) @ Yn.T
+
+
+def _refined(X, Y, seeds, fit, n_refine: int, device, name: str) -> MatchResult:
+    Xn, Yn = _prep(X, Y, device)
+    result = assign(_fit_and_score(Xn, Yn, seeds, fit), seeds, name)
+    for it in range(n_refine):
+        matched = np.flatnonzero(result.col_ind >= 0)
+        pairs = np.stack([matched, result.col_ind[matched]], axis=1)
+        new = assign(_fit_and_score(Xn, Yn, pairs, fit), seeds, name, n_iter=it + 1)
+        if np.array_equal(new.col_ind, result.col_ind):
+            return new
+        result = new
+    return MatchResult(col_ind=result.col_ind, score=result.score, n_iter=n_refine, converged=n_refine == 0,
+                       method=name, similarity=result.similarity)
+
+
+def procrustes(X: Any, Y: Any, partial_match: np.ndarray, *, n_refine: int = 0, device: Any = None) -> MatchResult:
+    r"""Orthogonal Procrustes from the known pairs, then a linear assignment of the rest (Maiorca et al. 2023).
+
+    Both spaces are centred over all their items and rows scaled to unit norm; the map is
+
+    .. math:: W = \arg\min_{W^\top W = I} \lVert X_s W - Y_s\rVert_F = U V^\top,\quad U\Sigma V^\top = X_s^\top Y_s,
+
+    (a semi-orthogonal ``(d_x, d_y)`` map when the widths differ), and pairs are scored by
+    :math:`\cos(x_i W, y_j)`. ``n_refine`` rounds of fit → assign → refit on all matched pairs (stops early when
+    the matching no longer changes). Needs at least 2 known pairs.
+    """
+    import torch
+
+    n_refine = check_int("n_refine", n_refine, min_value=0)
+
+    def fit(Xs, Ys):
+        U, _, Vt = torch.linalg.svd(Xs.T @ Ys, full_matrices=False)
+        return U @ Vt
+
+    return _refined(X, Y, partial_match, fit, n_refine, device, "procrustes")
+
+
+def lstsq(X: Any, Y: Any, partial_match: np.ndarray, *, alpha: float = 1e-2, n_refine: int = 0,
+          device: Any = None) -> MatchResult:
+    r"""Ridge least squares from the known pairs, then a linear assignment of the rest.
+
+    .. math:: W = \arg\min_W \lVert X_s W - Y_s\rVert_F^2 + \alpha \lVert W\rVert_F^2
+              = X_s^\top (X_s X_s^\top + \alpha I)^{-1} Y_s
+
+    on centred, unit-norm rows (the dual form, cheap when there are fewer pairs than dimensions); pairs are scored by
+    :math:`\cos(x_i W, y_j)`. ``alpha > 0`` keeps the fit defined with fewer pairs than dimensions.
+    """
+    import torch
+
+    alpha = check_float("alpha", alpha, min_value=0.0, inclusive=False)
+    n_refine = check_int("n_refine", n_refine, min_value=0)
+
+    def fit(Xs, Ys):
+        G = Xs @ Xs.T + alpha * torch.eye(len(Xs), dtype=Xs.dtype, device=Xs.device)
+        return Xs.T @ torch.linalg.solve(G, Ys)
+
+    return _refined(X, Y, partial_match, fit, n_refine, device, "lstsq")
+
+
+def _relative_reps(Xn, anchors: np.ndarray):
+    import torch
+
+    A = Xn[torch.from_numpy(anchors).to(Xn.device)]
+    return _unit(Xn) @ _unit(A).T
+
+
+def relative(X: Any, Y: Any, partial_match: np.ndarray, *, device: Any = None) -> MatchResult:
+    r"""Relative representations over the known pairs as anchors (Moschella et al., ICLR 2023).
+
+    Each item becomes its vector of cosine similarities to the ``k`` anchors of its own space,
+    :math:`r(x) = (\cos(x, a_1), \dots, \cos(x, a_k))` (centred features); anchor ``t`` of ``X`` and anchor ``t`` of
+    ``Y`` are the same item, so the two ``k``-dimensional spaces are comparable. Pairs are scored by
+    :math:`\cos(r(x_i), r(y_j))`, then assigned.
+    """
+    Xn, Yn = _prep(X, Y, device)
+    Rx = _unit(_relative_reps(Xn, partial_match[:, 0]))
+    Ry = _unit(_relative_reps(Yn, partial_match[:, 1]))
+    return assign(Rx @ Ry.T, partial_match, "relative")
+
+
+def asif(X: Any, Y: Any, partial_match: np.ndarray, *, topk: int = 10, power: float = 8.0,
+         device: Any = None) -> MatchResult:
+    r"""ASIF (Norelli et al., NeurIPS 2023): sparse relative representations over the anchors.
+
+    Relative representations (see :func:`relative`) keep only their ``topk`` largest entries (the rest set to 0),
+    raised to ``power`` (ASIF's ``p``, default 8) and rescaled to unit norm; pairs are scored by the inner product.
+    ``topk`` is clipped to the number of anchors.
+    """
+    import torch
+
+    topk = check_int("topk", topk, min_value=1)
+    power = check_float("power", power, min_value=0.0, inclusive=False)
+    Xn, Yn = _prep(X, Y, device)
+
+    def sparse(R):
+        k = min(topk, R.shape[1])
+        vals, idx = torch.topk(R, k, dim=1)
+        out = torch.zeros_like(R).scatter_(1, idx, torch.clamp(vals, min=0.0) ** power)
+        return _unit(out)
+
+    Rx = sparse(_relative_reps(Xn, partial_match[:, 0]))
+    Ry = sparse(_relative_reps(Yn, partial_match[:, 1]))
+    return assign(Rx @ Ry.T, partial_match, "asif")

@@ -1,0 +1,211 @@
+"""Seeded FAQ: known answers, agreement with scipy, restarts, padding, 2-opt, GOAT, errors."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.optimize import quadratic_assignment
+
+import matching
+from matching._faq import _two_opt_delta
+
+from ._helpers import correlated_graphs, planted
+
+
+def _weighted(n, rng, symmetric=True):
+    A = rng.random((n, n))
+    return A + A.T if symmetric else A
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_planted_permutation_of_isomorphic_weighted_graphs_is_recovered(symmetric):
+    rng = np.random.default_rng(0)
+    n = 50
+    A = _weighted(n, rng, symmetric)
+    perm = rng.permutation(n)
+    B = planted(A, perm)
+    seeds = np.stack([np.arange(5), perm[:5]], axis=1)
+    res = matching.faq(A, B, seeds, n_init=3, rng=0)
+    np.testing.assert_array_equal(res.col_ind, perm)
+    assert res.score == pytest.approx((A * A).sum(), rel=1e-12)
+
+
+def _scipy_max(A, B, seeds, **options):
+    order = np.argsort(seeds[:, 0]) if len(seeds) else slice(None)
+    return quadratic_assignment(A, B, options=dict(maximize=True, partial_match=seeds[order], **options))
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_objective_never_worse_than_scipy_from_the_same_start(trial):
+    rng = np.random.default_rng(100 + trial)
+    n = 40
+    A, B = _weighted(n, rng, trial % 2 == 0), _weighted(n, rng, trial % 2 == 0)
+    seeds = np.stack([rng.choice(n, 4, replace=False), rng.choice(n, 4, replace=False)], axis=1)
+    # barycenter start
+    ours = matching.faq(A, B, seeds)
+    ref = _scipy_max(A, B, seeds)
+    assert ours.score >= ref.fun - 1e-9 * abs(ref.fun)
+    # an explicit random doubly stochastic start, given to both
+    K = rng.random((n - 4, n - 4))
+    for _ in range(500):
+        K /= K.sum(0, keepdims=True)
+        K /= K.sum(1, keepdims=True)
+    P0 = (K + 1.0 / (n - 4)) / 2
+    ours = matching.faq(A, B, seeds, init=P0)
+    ref = _scipy_max(A, B, seeds, P0=P0)
+    assert ours.score >= ref.fun - 1e-9 * abs(ref.fun)
+
+
+def test_same_path_as_scipy_on_identical_inputs():
+    rng = np.random.default_rng(7)
+    A, B = _weighted(30, rng), _weighted(30, rng)
+    seeds = np.array([[3, 5], [10, 2], [7, 7]])
+    ours = matching.faq(A, B, seeds)
+    ref = _scipy_max(A, B, seeds)
+    np.testing.assert_array_equal(ours.col_ind, ref.col_ind)
+    assert ours.n_iter == ref.nit
+    assert ours.score == pytest.approx(ref.fun, rel=1e-12)
+
+
+def test_seed_order_does_not_matter():
+    rng = np.random.default_rng(3)
+    A, B = _weighted(30, rng), _weighted(30, rng)
+    seeds = np.array([[9, 1], [2, 8], [20, 4], [5, 5]])
+    a = matching.faq(A, B, seeds, n_init=4, rng=1)
+    b = matching.faq(A, B, seeds[::-1], n_init=4, rng=1)
+    np.testing.assert_array_equal(a.col_ind, b.col_ind)
+    np.testing.assert_array_equal(a.col_ind[seeds[:, 0]], seeds[:, 1])
+
+
+def test_reproducible_from_rng_and_independent_of_batch_size():
+    rng = np.random.default_rng(4)
+    A, B = _weighted(25, rng), _weighted(25, rng)
+    a = matching.faq(A, B, n_init=7, rng=11, batch_size=7)
+    b = matching.faq(A, B, n_init=7, rng=11, batch_size=2)
+    c = matching.faq(A, B, n_init=7, rng=np.random.default_rng(11), batch_size=1)
+    assert a.score == b.score == c.score
+    np.testing.assert_array_equal(a.col_ind, b.col_ind)
+    np.testing.assert_array_equal(a.col_ind, c.col_ind)
+
+
+def test_more_restarts_never_score_lower():
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        A, B = _weighted(30, rng), _weighted(30, rng)
+        one = matching.faq(A, B, n_init=1, rng=0)
+        many = matching.faq(A, B, n_init=10, rng=0)
+        assert many.score >= one.score
+        assert many.n_restarts == 10
+
+
+def test_unequal_sizes_are_padded_both_ways():
+    rng = np.random.default_rng(6)
+    n_big, n_small = 40, 30
+    B = rng.normal(size=(n_big, n_big))  # zero-mean weights: padding with zeros (dummy nodes) is neutral
+    B = B + B.T
+    keep = rng.choice(n_big, n_small, replace=False)  # item i of the small graph is node keep[i] of the big one
+    A = B[np.ix_(keep, keep)]
+    seeds = np.stack([np.arange(8), keep[:8]], axis=1)
+    res = matching.faq(A, B, seeds, n_init=5, rng=0)
+    assert res.col_ind.shape == (n_small,)
+    np.testing.assert_array_equal(res.col_ind, keep)
+    # the other way round: rows of the big graph that are not in the small one get -1
+    back = matching.faq(B, A, seeds[:, ::-1], n_init=5, rng=0)
+    expected = np.full(n_big, -1)
+    expected[keep] = np.arange(n_small)
+    np.testing.assert_array_equal(back.col_ind, expected)
+
+
+def test_low_rank_gradient_equals_dense(paired_features):
+    X, Y = paired_features
+    seeds = np.array([[0, 0], [1, 1], [2, 2], [3, 3]])
+    a = matching.match(X, Y, "faq", seeds, rng=0, n_init=3, low_rank=True)
+    b = matching.match(X, Y, "faq", seeds, rng=0, n_init=3, low_rank=False)
+    np.testing.assert_array_equal(a.col_ind, b.col_ind)
+    assert a.score == pytest.approx(b.score, rel=1e-10)
+    assert a.n_iter == b.n_iter
+
+
+def test_two_opt_delta_equals_brute_force():
+    rng = np.random.default_rng(8)
+    n = 9
+    A, B = rng.normal(size=(n, n)), rng.normal(size=(n, n))  # not symmetric, non-zero diagonals
+    p = rng.permutation(n)
+    delta = _two_opt_delta(A, B[p][:, p])
+    base = (A * B[p][:, p]).sum()
+    for i, j in itertools.combinations(range(n), 2):
+        q = p.copy()
+        q[i], q[j] = q[j], q[i]
+        assert delta[i, j] == pytest.approx((A * B[q][:, q]).sum() - base, abs=1e-10)
+
+
+def test_two_opt_never_lowers_the_score_and_keeps_seeds():
+    rng = np.random.default_rng(9)
+    A, B = _weighted(30, rng), _weighted(30, rng)
+    seeds = np.array([[0, 3], [1, 4]])
+    plain = matching.faq(A, B, seeds, rng=0)
+    refined = matching.faq(A, B, seeds, rng=0, two_opt=True)
+    assert refined.score >= plain.score
+    assert refined.score == pytest.approx((A * B[refined.col_ind][:, refined.col_ind]).sum(), rel=1e-12)
+    np.testing.assert_array_equal(refined.col_ind[seeds[:, 0]], seeds[:, 1])
+
+
+def test_transport_relaxation_recovers_unseeded_correlated_graphs_where_faq_does_not():
+    rng = np.random.default_rng(0)
+    n = 60
+    A, B = correlated_graphs(n, 0.5, 0.9, rng)
+    perm = rng.permutation(n)
+    B = planted(B, perm)
+    goat = matching.faq(A, B, transport=True, rng=0)
+    plain = matching.faq(A, B, rng=0)
+    assert np.mean(goat.col_ind == perm) == 1.0
+    assert np.mean(plain.col_ind == perm) < 0.5
+
+
+def test_all_seeded_returns_the_seeds():
+    rng = np.random.default_rng(10)
+    A = _weighted(5, rng)
+    perm = rng.permutation(5)
+    res = matching.faq(A, planted(A, perm), np.stack([np.arange(5), perm], axis=1))
+    np.testing.assert_array_equal(res.col_ind, perm)
+    assert res.n_iter == 0 and res.converged
+
+
+def test_torch_input_and_float32():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    A = _weighted(30, rng)
+    perm = rng.permutation(30)
+    B = planted(A, perm)
+    seeds = np.stack([np.arange(4), perm[:4]], axis=1)
+    res = matching.faq(torch.from_numpy(A), torch.from_numpy(B), seeds, dtype=torch.float32, rng=0)
+    np.testing.assert_array_equal(res.col_ind, perm)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_equals_cpu(paired_features):
+    X, Y = paired_features
+    seeds = np.array([[0, 0], [1, 1], [2, 2]])
+    cpu = matching.match(X, Y, "faq", seeds, rng=0, n_init=8)
+    gpu = matching.match(X, Y, "faq", seeds, rng=0, n_init=8, device="cuda")
+    np.testing.assert_array_equal(cpu.col_ind, gpu.col_ind)
+    assert gpu.score == pytest.approx(cpu.score, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "A, B, seeds, kwargs, exc, msg",
+    [
+        (np.ones((3, 4)), np.ones((3, 3)), None, {}, ValueError, "`A` must be a square"),
+        (np.eye(3), np.full((3, 3), np.nan), None, {}, ValueError, "`B` contains NaN"),
+        (np.eye(4), np.eye(4), [[0, 1], [0, 2]], {}, ValueError, "duplicates"),
+        (np.eye(4), np.eye(4), [[0, 4]], {}, ValueError, "must index rows 0..3"),
+        (np.eye(4), np.eye(4), None, {"n_init": 0}, ValueError, "`n_init` must be >= 1"),
+        (np.eye(4), np.eye(4), None, {"init": "random"}, ValueError, "unknown init 'random'"),
+        (np.eye(4), np.eye(4), None, {"init": np.eye(3)}, ValueError, r"`init` must have shape \(4, 4\)"),
+        (np.eye(4), np.eye(4), None, {"init": 2 * np.eye(4)}, ValueError, "doubly stochastic"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(A, B, seeds, kwargs, exc, msg):
+    with pytest.raises(exc, match=msg):
+        matching.faq(A, B, seeds, **kwargs)

@@ -1,0 +1,165 @@
+"""The match() front door: every method on planted problems, validation, the result type, evaluate()."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import matching
+
+from ._helpers import hide
+
+SEEDED = {"faq": {"n_init": 4}, "local_cka": {}, "gw": {}, "entropic_gw": {}, "fused_gw": {}, "procrustes": {},
+          "lstsq": {}, "relative": {}, "asif": {"power": 1.0}}
+
+
+def test_list_methods():
+    assert matching.list_methods() == list(SEEDED)
+
+
+@pytest.mark.parametrize("method", list(SEEDED))
+def test_every_method_recovers_a_planted_isometry_with_seeds(method, paired_features):
+    X, Y = paired_features
+    Ys, seeds, perm = hide(X, Y, 15, np.random.default_rng(3))
+    res = matching.match(X, Ys, method, seeds, rng=0, **SEEDED[method])
+    assert res.method == method
+    assert res.col_ind.dtype == np.int64 and res.col_ind.shape == (60,)
+    np.testing.assert_array_equal(res.col_ind[seeds[:, 0]], seeds[:, 1])
+    assert sorted(res.col_ind) == list(range(60))
+    assert np.mean(res.col_ind == perm) >= 0.95, method
+
+
+@pytest.mark.parametrize("method", ["faq", "entropic_gw", "gw"])
+def test_structure_only_methods_recover_an_unseeded_isometry(method, rng):
+    X = rng.normal(size=(40, 6))
+    Q = np.linalg.qr(rng.normal(size=(6, 6)))[0]
+    Ys, _, perm = hide(X, X @ Q, 0, rng)
+    res = matching.match(X, Ys, method, rng=0, **({"n_init": 10} if method == "faq" else {}))
+    assert np.mean(res.col_ind == perm) == 1.0
+
+
+def test_lstsq_recovers_a_general_linear_map(rng):
+    X = rng.normal(size=(50, 6))
+    Y = X @ rng.normal(size=(6, 9))
+    Ys, seeds, perm = hide(X, Y, 12, rng)
+    res = matching.match(X, Ys, "lstsq", seeds, alpha=1e-6)
+    np.testing.assert_array_equal(res.col_ind, perm)
+
+
+def test_refinement_never_loses_seeds_and_reports_iterations(paired_features):
+    X, Y = paired_features
+    Ys, seeds, perm = hide(X, Y, 6, np.random.default_rng(4))  # 6 pairs for an 8-d map: underdetermined
+    plain = matching.match(X, Ys, "procrustes", seeds)
+    res = matching.match(X, Ys, "procrustes", seeds, n_refine=5)
+    np.testing.assert_array_equal(res.col_ind[seeds[:, 0]], seeds[:, 1])
+    assert 1 <= res.n_iter <= 5 and res.converged
+    assert np.mean(plain.col_ind == perm) < 0.9
+    assert np.mean(res.col_ind == perm) == 1.0
+
+
+def test_unequal_sizes_through_match(paired_features):
+    X, Y = paired_features
+    Ys, seeds, perm = hide(X, Y, 10, np.random.default_rng(5))
+    keep = np.arange(45)  # X has only the first 45 items; all of them are among Y's 60 rows
+    for method in ("faq", "local_cka", "fused_gw", "relative"):
+        res = matching.match(X[keep], Ys, method, seeds, rng=0)
+        assert res.col_ind.shape == (45,)
+        assert np.mean(res.col_ind == perm[keep]) >= 0.9, method
+        back = matching.match(Ys, X[keep], method, seeds[:, ::-1], rng=0)
+        assert (back.col_ind == -1).sum() == 15, method
+
+
+def test_torch_inputs(paired_features):
+    torch = pytest.importorskip("torch")
+    X, Y = paired_features
+    Ys, seeds, perm = hide(X, Y, 10, np.random.default_rng(6))
+    a = matching.match(torch.from_numpy(X), torch.from_numpy(Ys), "faq", torch.from_numpy(seeds), rng=0)
+    b = matching.match(X, Ys, "faq", seeds, rng=0)
+    np.testing.assert_array_equal(a.col_ind, b.col_ind)
+
+
+def test_result_is_frozen_and_serialisable(paired_features):
+    X, Y = paired_features
+    res = matching.match(X, Y, "relative", [[0, 0], [1, 1], [2, 2]])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.score = 0.0
+    d = res.to_dict()
+    assert d["method"] == "relative" and len(d["col_ind"]) == 60 and isinstance(d["score"], float)
+    assert "similarity" not in d
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, msg",
+    [
+        ({"method": "faqq"}, ValueError, "unknown method 'faqq'.*did you mean 'faq'"),
+        ({"partial_match": [[0, 0], [0, 1]]}, ValueError, "first column has duplicates"),
+        ({"partial_match": [[0, 99]]}, ValueError, "second column must index rows 0..59"),
+        ({"partial_match": np.stack([np.arange(61) % 60, np.arange(61) % 60], 1)}, ValueError,
+         "cannot be more known pairs than items"),
+        ({"partial_match": [0, 1]}, ValueError, r"shape \(k, 2\)"),
+        ({"n_inits": 3}, TypeError, "unknown parameter.*'n_inits'.*n_init"),
+        ({"method": "procrustes"}, ValueError, "'procrustes' needs at least 2 known pairs"),
+        ({"kernel": "gauss"}, ValueError, "unknown kernel 'gauss'"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(kwargs, exc, msg, paired_features):
+    X, Y = paired_features
+    with pytest.raises(exc, match=msg):
+        matching.match(X, Y, **kwargs)
+
+
+def test_nan_and_wrong_shapes_are_rejected(paired_features):
+    X, Y = paired_features
+    Xn = X.copy()
+    Xn[3, 2] = np.nan
+    with pytest.raises(ValueError, match="`X` contains NaN"):
+        matching.match(Xn, Y)
+    with pytest.raises(ValueError, match="`Y` must be 2-D"):
+        matching.match(X, Y[:, 0])
+    with pytest.raises(TypeError, match="both be numpy arrays or both torch tensors"):
+        torch = pytest.importorskip("torch")
+        matching.match(X, torch.from_numpy(Y))
+
+
+# --- evaluate -------------------------------------------------------------------------------------------------
+
+def test_evaluate_protocol_on_a_planted_isometry(paired_features):
+    X, Y = paired_features
+    res = matching.evaluate(X, Y, "local_cka", n_seeds=10, n_query=30, n_splits=3, rng=0)
+    assert res.accuracy >= 0.95 and len(res.accuracies) == 3
+    assert res.accuracy == pytest.approx(np.mean(res.accuracies))
+    r = res.recall
+    assert 0 <= r[1] <= r[5] <= r[10] <= 1
+    d = res.to_dict()
+    assert d["recall"]["5"] == r[5] and d["n_query"] == 30
+
+
+def test_evaluate_on_unrelated_features_is_near_chance(rng):
+    X, Y = rng.normal(size=(80, 5)), rng.normal(size=(80, 5))
+    res = matching.evaluate(X, Y, "relative", n_seeds=10, n_query=40, n_splits=3, rng=0)
+    assert res.accuracy < 0.2
+
+
+def test_evaluate_kmeans_seeds_and_scoreless_methods(paired_features):
+    X, Y = paired_features
+    res = matching.evaluate(X, Y, "faq", n_seeds=8, n_query=30, n_splits=2, seed_selection="kmeans", rng=0, n_init=3)
+    assert res.recall is None and res.seed_selection == "kmeans"
+    assert res.accuracy >= 0.9
+
+
+def test_evaluate_is_reproducible(paired_features):
+    X, Y = paired_features
+    a = matching.evaluate(X, Y + 0.5 * np.random.default_rng(0).normal(size=Y.shape), "faq", n_seeds=5,
+                          n_query=30, n_splits=2, rng=3)
+    b = matching.evaluate(X, Y + 0.5 * np.random.default_rng(0).normal(size=Y.shape), "faq", n_seeds=5,
+                          n_query=30, n_splits=2, rng=3)
+    assert a.accuracies == b.accuracies
+
+
+def test_evaluate_rejects_too_many_items(paired_features):
+    X, Y = paired_features
+    with pytest.raises(ValueError, match=r"`n_seeds` \+ `n_query` must be <= the number of items \(60\)"):
+        matching.evaluate(X, Y, n_seeds=30, n_query=31)
+    with pytest.raises(ValueError, match="same number of rows"):
+        matching.evaluate(X, Y[:50])
