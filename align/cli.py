@@ -103,3 +103,353 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 # Commands. Each command is one function below, registered on `main`; add new commands in their own section and
 # keep the imports of heavy modules (torch, matching, projectors) inside the command body so `--help` stays fast.
 # --------------------------------------------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------------------------------------------
+# unialign similarity  (issue 3: similarity measures)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _parse_param(items: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs; values are read as YAML scalars (``10`` -> int, ``0.5`` -> float, ``true``, ``median``)."""
+    import yaml
+
+    params = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
+        key, value = item.split("=", 1)
+        params[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return params
+
+
+@main.command("similarity")
+@click.argument("x_path", metavar="X")
+@click.argument("y_path", metavar="Y")
+@click.option("--metric", "-m", default="linear_cka", show_default=True,
+              help="Metric name; `unialign similarity --list` shows them with their invariances.")
+@click.option("--null", "n_permutations", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Permutations for a null distribution and p-value (0: none).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the permutations.")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="A metric parameter, e.g. -p sigma=0.5, -p k=20, -p variance=0.95 (repeatable).")
+@click.option("--sigma", default=None, help="RBF bandwidth: 'median', 'platonic' or a number (rbf_cka, unbiased_cka).")
+@click.option("--k", "k", type=int, default=None, help="Neighbours for mutual_knn, cknna, cycle_knn.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Rows per chunk / Gram block.")
+@click.option("--device", default=None, help="Compute device, e.g. cuda:0 (default: cpu).")
+@click.option("--list", "list_only", is_flag=True, help="List the metrics and exit (X and Y are then ignored).")
+@handle_errors
+def similarity_command(x_path, y_path, metric, n_permutations, seed, params, sigma, k, batch_size, device,
+                       list_only):
+    """Measure how similarly two encoders represent the same items: X and Y are feature files (.npy, .npz,
+    .safetensors; FILE:KEY picks an array) whose row i describes the same item.
+
+    Prints {"metric", "value", "n", "kind", "settings", "null": {"mean", "std", "p_value", "n_permutations"}};
+    "null" only with --null. A .npy file is memory-mapped and streamed in chunks.
+    """
+    from . import similarity as sim
+
+    if list_only:
+        emit({name: info.to_dict() for name, info in sim.list_metrics().items()})
+        return
+    kwargs = _parse_param(params)
+    if sigma is not None:
+        try:
+            kwargs["sigma"] = float(sigma)
+        except ValueError:
+            kwargs["sigma"] = sigma
+    if k is not None:
+        kwargs["k"] = k
+    X = load_feature_option(x_path)
+    Y = load_feature_option(y_path)
+    result = sim.compare(X, Y, metric, batch_size=batch_size, device=device, **kwargs)
+    out = result.to_dict()
+    if n_permutations:
+        null = sim.permutation_null(X, Y, metric, n_permutations, seed, batch_size=batch_size, device=device,
+                                    **kwargs)
+        out["null"] = {"mean": null.null_mean, "std": null.null_std, "p_value": null.p_value,
+                       "n_permutations": null.n_permutations, "seed": seed}
+    emit(out)
+
+
+# ---------------------------------------------------------------------------------------------------- embed --
+def _parse_key_values(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
+    """``("k=v", …)`` -> ``{k: v}`` with ints, floats, booleans and JSON lists understood."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{what} must be KEY=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def _init_distributed_from_env() -> None:
+    """Under ``torchrun`` (WORLD_SIZE > 1), join the process group: NCCL with CUDA, gloo otherwise."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+@main.command()
+@click.option("--encoder", "encoder_spec", required=True, metavar="SPEC",
+              help="Encoder spec: minilm, e5-small, efficientnet-lite0, timm:NAME, st:NAME, hf:NAME (see `unialign encoders`).")
+@click.option("--dataset", "dataset_spec", required=True, metavar="SPEC",
+              help="Dataset spec: concepts:imagenet-1k, imagefolder:DIR, captions:FILE, text:FILE, idx:IMGS,LABELS, …")
+@click.option("--field", default=None, help="Which field of each item to embed (e.g. lemma, definition, prompt, image, caption).")
+@click.option("--layer", "layers", multiple=True, help="Layer(s) to extract in one pass; repeat for several.")
+@click.option("--pooling", default=None, help="cls, mean or cls+mean (torch encoders).")
+@click.option("--normalize/--no-normalize", default=None, help="L2-normalise the features (default: the encoder's own).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1, … (default cpu).")
+@click.option("--dtype", default=None, help="float32, bfloat16 or float16.")
+@click.option("--encoder-option", "encoder_options", multiple=True, metavar="KEY=VALUE",
+              help="Other encoder options, e.g. prompt=query for e5-small.")
+@click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE",
+              help="Dataset options, e.g. template='a photo of a {}.' or split=test.")
+@click.option("--batch-size", type=int, default=None, help="Items per forward pass (default: the encoder's).")
+@click.option("--num-workers", type=int, default=None, help="Decoding workers (default 1 for images, 0 for text).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Feature cache folder (default $UNIALIGN_CACHE or ~/.cache/unialign).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the features here: .npy (one layer), .npz or .safetensors (every layer, keyed by name).")
+@click.option("--ids-out", type=click.Path(dir_okay=False), default=None, help="Write the row ids, one per line.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@handle_errors
+def embed(encoder_spec, dataset_spec, field, layers, pooling, normalize, device, dtype, encoder_options,
+          dataset_options, batch_size, num_workers, cache_dir, out, ids_out, progress):
+    """Extract features of one field of a dataset, once: cached on disk and reused when nothing changed.
+
+    The cache key covers the encoder (spec, weights, layers, pooling, preprocessing, normalisation, dtype) and the
+    dataset's content. Under torchrun the shards are split across ranks and rank 0 merges them.
+    """
+    from ._io import atomic_write, save_features
+    from .data import load_dataset
+    from .encoders import load_encoder
+    from .features import embed as embed_features
+
+    options = _parse_key_values(encoder_options, "--encoder-option")
+    given = {"layers": list(layers) or None, "pooling": pooling, "normalize": normalize, "device": device,
+             "dtype": dtype}
+    options.update({k: v for k, v in given.items() if v is not None})
+    encoder = load_encoder(encoder_spec, **options)
+    dataset = load_dataset(dataset_spec, **_parse_key_values(dataset_options, "--dataset-option"))
+    _init_distributed_from_env()
+    feats = embed_features(encoder, dataset, field=field, cache_dir=cache_dir, batch_size=batch_size,
+                           num_workers=num_workers, show_progress=progress)
+    result = feats.to_dict()
+    result["field"] = dataset.resolve_field(field)
+    if out is not None:
+        suffix = out.rsplit(".", 1)[-1].lower()
+        if suffix == "npy":
+            if len(feats.layers) > 1:
+                raise ValueError(f"{len(feats.layers)} layers were extracted; write them to a .npz or .safetensors --out")
+            save_features(out, np.asarray(feats.X))
+        elif suffix in ("npz", "safetensors"):
+            arrays = {name: np.asarray(arr) for name, arr in feats.layers.items()}
+            if suffix == "npz":
+                with atomic_write(out) as f:
+                    np.savez(f, **arrays)
+            else:
+                from safetensors.numpy import save
+
+                with atomic_write(out) as f:
+                    f.write(save(arrays))
+        else:
+            raise ValueError(f"`--out` must end in .npy, .npz or .safetensors, got {out!r}")
+        result["out"] = out
+        result["dtype"] = "float32"
+    if ids_out is not None:
+        with atomic_write(ids_out, "w") as f:
+            f.write("\n".join(feats.ids) + "\n")
+        result["ids_out"] = ids_out
+    emit(result)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# unialign encoders
+# --------------------------------------------------------------------------------------------------------------
+
+
+@main.command("encoders")
+@handle_errors
+def encoders_command() -> None:
+    """List the encoder specs load_encoder understands: built-ins and prefixes, with modality and description."""
+    from .encoders import list_encoders
+
+    emit([info.to_dict() for info in list_encoders()])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# unialign fit / unialign retrieve  (issue 5: trained projectors and subspace selection)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _fit_key_values(items: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` projector parameters; values read as YAML scalars/lists (``64``, ``0.5``, ``[8,16]``)."""
+    import yaml
+
+    params = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
+        key, value = item.split("=", 1)
+        params[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return params
+
+
+@main.command("fit")
+@click.option("--kind", "-k", default="mlp", show_default=True,
+              help="Projector kind: linear, procrustes, mlp, glu, cca, subspace.")
+@click.option("--x", "x_path", required=True, help="Source features (n, d_x): .npy/.npz/.safetensors (FILE[:KEY]).")
+@click.option("--y", "y_path", required=True, help="Target features (n, d_y); row i pairs with row i of --x.")
+@click.option("--out", "out_path", required=True, help="Where to save the fitted projector (.pt).")
+@click.option("--val-fraction", default=0.1, show_default=True, type=float,
+              help="Share of pairs (of groups, with --groups) held out for early stopping and the final report.")
+@click.option("--groups", "groups_path", default=None,
+              help="Optional .npy of int group ids (n,): rows with one id are all positives (e.g. 5 captions/image).")
+@click.option("--loss", default=None, type=click.Choice(["infonce", "siglip"]), help="Loss of the trained kinds.")
+@click.option("--epochs", "max_epochs", default=None, type=int, help="Maximum epochs (trained kinds).")
+@click.option("--batch-size", default=None, type=int, help="Global batch size (trained kinds).")
+@click.option("--lr", default=None, type=float, help="Peak learning rate (trained kinds).")
+@click.option("--checkpoint", default=None, help="Resumable checkpoint path; rerun the same command to resume.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: a GPU when available).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split, init and data order.")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="Any other projector parameter, e.g. -p hidden_dim=2048 -p alpha=0.1 -p n_components=[8,16,32].")
+@click.option("--x-encoder", default=None, help="Encoder spec that made --x (stored in the file).")
+@click.option("--y-encoder", default=None, help="Encoder spec that made --y (stored in the file).")
+@click.option("--layer", default=None, help="Layer the features came from (stored in the file).")
+@click.option("--pooling", default=None, help="Pooling used for the features (stored in the file).")
+@handle_errors
+def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss, max_epochs, batch_size, lr,
+                checkpoint, device, seed, params, x_encoder, y_encoder, layer, pooling) -> None:
+    """Fit a projector from --x to --y; print training curves as JSON lines, then a summary line.
+
+    With --val-fraction > 0 the held-out pairs drive early stopping (trained kinds) and the summary reports their
+    retrieval metrics (X projected vs Y, both directions). Runs under `torchrun` for several GPUs/nodes: every
+    rank reads the same files, rank 0 prints and saves.
+
+    \b
+    Example:
+      unialign fit --kind mlp --x en_minilm.npy --y en_e5.npy --val-fraction 0.1 --out proj.pt
+    """
+    import os
+    import time
+
+    from align.evaluation import retrieval_metrics
+    from projectors import TrainedProjector, make_projector
+    from projectors._neural import split_by_group
+
+    from ._io import load_features
+
+    X = np.asarray(load_features(x_path))
+    Y = np.asarray(load_features(y_path))
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            f"--x and --y must be 2-D with the same number of rows (row i of each is one pair), got shapes "
+            f"{X.shape} and {Y.shape}"
+        )
+    groups = None
+    if groups_path is not None:
+        groups = np.asarray(load_features(groups_path, mmap=False))
+        if groups.shape != (X.shape[0],) or groups.dtype.kind not in "iu":
+            raise ValueError(f"--groups must hold one int id per row ({X.shape[0]},), got {groups.dtype} {groups.shape}")
+    kw = _fit_key_values(params)
+    projector = make_projector(kind, **kw)
+    trained = isinstance(projector, TrainedProjector) and not (
+        kind == "linear" and projector.get_params().get("solver", "closed_form") == "closed_form")
+    for name, value in (("loss", loss), ("max_epochs", max_epochs), ("batch_size", batch_size), ("lr", lr),
+                        ("checkpoint", checkpoint), ("device", device)):
+        if value is None:
+            continue
+        if not trained:
+            raise click.UsageError(f"--{name.replace('_', '-')} applies to trained kinds only (mlp, glu, "
+                                   f"linear with -p solver=trained), not {kind!r}")
+        projector.set_params(**{name: value})
+    if "rng" in projector.get_params():
+        projector.set_params(rng=seed)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if val_fraction > 0:
+        train_rows, val_rows = split_by_group(X.shape[0], groups, val_fraction, seed)
+    else:
+        train_rows, val_rows = np.arange(X.shape[0]), None
+    Xtr, Ytr = X[train_rows], Y[train_rows]
+    gtr = None if groups is None else groups[train_rows]
+    t0 = time.perf_counter()
+    if trained:
+        fit_kw = {"groups": gtr, "callback": emit_line if rank0 else None}
+        if val_rows is not None:
+            fit_kw.update(X_val=X[val_rows], Y_val=Y[val_rows],
+                          groups_val=None if groups is None else groups[val_rows])
+        else:
+            projector.set_params(val_fraction=0.0)
+        projector.fit(Xtr, Ytr, **fit_kw)
+    else:
+        projector.fit(Xtr, Ytr)
+    fit_time = time.perf_counter() - t0
+    if not rank0:
+        return
+    summary: dict[str, Any] = {"summary": True, "kind": kind, "params": projector.get_params(),
+                               "n_train": int(len(train_rows)), "fit_time_s": fit_time}
+    if val_rows is not None:
+        positives = None
+        if groups is not None:
+            gv = groups[val_rows]
+            positives = [np.flatnonzero(gv == g) for g in gv]
+        res = retrieval_metrics(projector.transform(X[val_rows]), projector.transform_y(Y[val_rows]), positives)
+        summary["n_val"] = int(len(val_rows))
+        summary["val"] = res.to_dict()
+    if hasattr(projector, "train_result_"):
+        tr = projector.train_result_
+        summary.update(best_epoch=tr.best_epoch, n_steps=tr.n_steps, stopped_early=tr.stopped_early,
+                       data_time_fraction=tr.data_time_fraction)
+    if hasattr(projector, "n_components_"):
+        summary.update(n_components=projector.n_components_, subspace_scores=projector.scores_)
+    projector.save(out_path, x_encoder=x_encoder, y_encoder=y_encoder, layer=layer, pooling=pooling,
+                   config={"x": x_path, "y": y_path, "val_fraction": val_fraction, "seed": seed})
+    summary["out"] = out_path
+    emit_line(summary)
+
+
+@main.command("retrieve")
+@click.option("--projector", "projector_path", required=True, help="A projector saved by `unialign fit`.")
+@click.option("--x", "x_path", required=True, help="Query features in the projector's source space (n_q, d_x).")
+@click.option("--y", "y_path", required=True, help="Gallery features in its target space (n_g, d_y).")
+@click.option("--positives", "positives_path", default=None,
+              help="Optional .npy (n_q,) with the gallery row of each query; default: row i pairs with row i.")
+@click.option("--ks", default="1,5,10", show_default=True, help="Comma-separated cut-offs for Recall@k.")
+@click.option("--device", default=None, help="Where to score (default CPU).")
+@handle_errors
+def retrieve_command(projector_path, x_path, y_path, positives_path, ks, device) -> None:
+    """Evaluate a projector on held-out pairs: project --x, rank --y, report R@k, median rank and mAP both ways.
+
+    \b
+    Example:
+      unialign retrieve --projector proj.pt --x test_en_minilm.npy --y test_de_e5.npy
+    """
+    from align.evaluation import retrieval_metrics
+    from projectors import load_projector
+
+    from ._io import load_features
+
+    try:
+        k_list = tuple(int(k) for k in ks.split(",") if k.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {ks!r}", param_hint="--ks") from None
+    proj = load_projector(projector_path)
+    X = np.asarray(load_features(x_path))
+    Y = np.asarray(load_features(y_path))
+    positives = None if positives_path is None else np.asarray(load_features(positives_path, mmap=False))
+    res = retrieval_metrics(proj.transform(X), proj.transform_y(Y), positives, ks=k_list, device=device)
+    out = {"projector": projector_path, "kind": proj.kind, "metadata": proj.metadata_, "n_queries": int(X.shape[0]),
+           "n_gallery": int(Y.shape[0]), **res.to_dict()}
+    emit(out)
