@@ -1,0 +1,1 @@
+"""Implementation of :mod:`align.similarity` (private; import from ``align.similarity``)."""
