@@ -12,7 +12,9 @@ __all__ = ["similarity", "list_metrics", "__version__"]
 
 def __getattr__(name):  # PEP 562: lazy public API
     if name in ("similarity", "list_metrics"):
-        from . import similarity as _similarity_module
+        import importlib
 
+        # import_module, not `from . import similarity`: the latter asks this __getattr__ again (endless recursion)
+        _similarity_module = importlib.import_module(f"{__name__}.similarity")
         return getattr(_similarity_module, name)
     raise AttributeError(f"module 'align' has no attribute {name!r}")
