@@ -1,0 +1,82 @@
+"""`unialign fit` and `unialign retrieve`: JSON lines, summary, saved file, one-line errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from align.cli import main
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 10)).astype(np.float32)
+    Y = (X @ rng.standard_normal((10, 8)) + 0.05 * rng.standard_normal((300, 8))).astype(np.float32)
+    np.save(tmp_path / "x.npy", X[:250])
+    np.save(tmp_path / "y.npy", Y[:250])
+    np.save(tmp_path / "xq.npy", X[250:])
+    np.save(tmp_path / "yg.npy", Y[250:])
+    return tmp_path
+
+
+def _lines(output):
+    return [json.loads(line) for line in output.strip().splitlines()]
+
+
+def test_fit_mlp_prints_curves_and_summary_then_retrieve(files):
+    out = files / "proj.pt"
+    r = CliRunner().invoke(main, ["fit", "--kind", "mlp", "--x", str(files / "x.npy"), "--y", str(files / "y.npy"),
+                                  "--val-fraction", "0.2", "--epochs", "10", "--batch-size", "25", "--lr", "0.01",
+                                  "--device", "cpu", "-p", "hidden_dim=32", "-p", "patience=100", "--out", str(out),
+                                  "--x-encoder", "minilm", "--y-encoder", "e5-small"])
+    assert r.exit_code == 0, r.output
+    lines = _lines(r.stdout)
+    curves, summary = lines[:-1], lines[-1]
+    assert len(curves) == 10 and [c["epoch"] for c in curves] == list(range(10))
+    assert all("val_R@1" in c and "loss" in c for c in curves)
+    assert summary["summary"] and summary["n_val"] == 50 and summary["n_train"] == 200
+    assert summary["val"]["query_to_gallery"]["R@1"] > 0.5
+    assert out.exists()
+    r = CliRunner().invoke(main, ["retrieve", "--projector", str(out), "--x", str(files / "xq.npy"),
+                                  "--y", str(files / "yg.npy"), "--ks", "1,5"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["kind"] == "mlp" and res["metadata"]["x_encoder"] == "minilm"
+    assert res["query_to_gallery"]["R@1"] > 0.5 and "R@5" in res["gallery_to_query"]
+
+
+@pytest.mark.parametrize("kind,extra", [("linear", []), ("cca", ["-p", "n_components=6"]),
+                                        ("subspace", ["-p", "n_components=[2,8]"])])
+def test_fit_closed_form_kinds(files, kind, extra):
+    out = files / f"{kind}.pt"
+    r = CliRunner().invoke(main, ["fit", "--kind", kind, "--x", str(files / "x.npy"), "--y", str(files / "y.npy"),
+                                  "--out", str(out), *extra])
+    assert r.exit_code == 0, r.output
+    (summary,) = _lines(r.stdout)
+    assert summary["kind"] == kind and summary["val"]["query_to_gallery"]["R@1"] > 0.3
+
+
+def test_errors_are_one_line(files):
+    runner = CliRunner()
+    np.save(files / "short.npy", np.zeros((10, 8), np.float32))
+    r = runner.invoke(main, ["fit", "--kind", "linear", "--x", str(files / "x.npy"), "--y", str(files / "short.npy"),
+                             "--out", str(files / "p.pt")])
+    assert r.exit_code == 1 and "same number of rows" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = runner.invoke(main, ["fit", "--kind", "linear", "--epochs", "3", "--x", str(files / "x.npy"),
+                             "--y", str(files / "y.npy"), "--out", str(files / "p.pt")])
+    assert r.exit_code == 2 and "trained kinds only" in r.stderr
+    r = runner.invoke(main, ["fit", "--kind", "lin", "--x", str(files / "x.npy"), "--y", str(files / "y.npy"),
+                             "--out", str(files / "p.pt")])
+    assert r.exit_code == 1 and "did you mean 'linear'" in r.stderr
+    runner.invoke(main, ["fit", "--kind", "linear", "--x", str(files / "x.npy"), "--y", str(files / "y.npy"),
+                         "--out", str(files / "p.pt")])
+    r = runner.invoke(main, ["retrieve", "--projector", str(files / "p.pt"), "--x", str(files / "yg.npy"),
+                             "--y", str(files / "yg.npy")])
+    assert r.exit_code == 1 and "has 8 features but this 'linear' projector was fitted on 10" in r.stderr
+    (files / "bad.pt").write_bytes(b"\x00" * 50)
+    r = runner.invoke(main, ["retrieve", "--projector", str(files / "bad.pt"), "--x", str(files / "xq.npy"),
+                             "--y", str(files / "yg.npy")])
+    assert r.exit_code == 1 and "truncated or corrupt" in r.stderr
