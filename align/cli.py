@@ -453,3 +453,95 @@ def retrieve_command(projector_path, x_path, y_path, positives_path, ks, device)
     out = {"projector": projector_path, "kind": proj.kind, "metadata": proj.metadata_, "n_queries": int(X.shape[0]),
            "n_gallery": int(Y.shape[0]), **res.to_dict()}
     emit(out)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# unialign match  (issue 4: training-free matching)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _match_params(items: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` method settings; values read as YAML scalars (``30`` -> int, ``0.5`` -> float, ``true``)."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
+        key, value = item.split("=", 1)
+        params[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return params
+
+
+def _read_pairs(path: str) -> np.ndarray:
+    """Known pairs from a CSV / whitespace file of two integer columns ``i,j`` (an optional header line)."""
+    from pathlib import Path
+
+    text = Path(path).read_text().strip().splitlines()
+    rows = []
+    for lineno, line in enumerate(text, 1):
+        fields = [f for f in line.replace(",", " ").replace("\t", " ").split() if f]
+        if not fields or line.lstrip().startswith("#"):
+            continue
+        try:
+            rows.append([int(f) for f in fields])
+        except ValueError:
+            if lineno == 1:  # a header
+                continue
+            raise ValueError(f"`--seeds` line {lineno} of {path} must be two integers 'i,j', got {line!r}") from None
+        if len(rows[-1]) != 2:
+            raise ValueError(f"`--seeds` line {lineno} of {path} must have two columns 'i,j', got {line!r}")
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+
+
+@main.command("match")
+@click.argument("x_path", metavar="X")
+@click.argument("y_path", metavar="Y")
+@click.option("--method", default="faq", show_default=True,
+              help="faq, local_cka, gw, entropic_gw, fused_gw, procrustes, lstsq, relative or asif.")
+@click.option("--seeds", "seeds_path", default=None,
+              help="CSV of known pairs 'i,j' (row i of X is row j of Y). With it, X and Y may be unpaired and the "
+                   "matching itself is printed; without it, X and Y must be paired and the evaluation protocol runs.")
+@click.option("--n-seeds", default=30, show_default=True, help="Evaluation: known pairs per split.")
+@click.option("--n-query", default=100, show_default=True, help="Evaluation: hidden query items per split.")
+@click.option("--splits", default=5, show_default=True, help="Evaluation: number of base/query splits.")
+@click.option("--seed-selection", type=click.Choice(["random", "kmeans"]), default="random", show_default=True,
+              help="Evaluation: random seeds or k-means medoids of X.")
+@click.option("--kernel", default=None, help="linear, cosine (centred cosine), rbf or centered_rbf.")
+@click.option("--n-init", default=None, type=int, help="faq: restarts, batched (default 1).")
+@click.option("--seed", default=0, show_default=True, help="Random seed (splits and restarts).")
+@click.option("--device", default=None, help="faq / local_cka device, e.g. cuda (default CPU).")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Any other setting of the method, e.g. -p transport=true -p two_opt=true.")
+@handle_errors
+def match_command(x_path, y_path, method, seeds_path, n_seeds, n_query, splits, seed_selection, kernel, n_init, seed,
+                  device, params) -> None:
+    """Match the rows of X to the rows of Y without training (seeded graph matching, local CKA, OT, Procrustes).
+
+    \b
+    Evaluate on paired features (row i of X and of Y are the same item):
+      unialign match en_minilm.npy de_e5.npy --method faq --n-seeds 30 --n-query 100 --splits 5 --n-init 30
+    Match unpaired features given a few known pairs:
+      unialign match images.npy captions.npy --method faq --seeds pairs.csv
+    """
+    import matching
+
+    options = _match_params(params)
+    if kernel is not None:
+        options["kernel"] = kernel
+    if n_init is not None:
+        options["n_init"] = n_init
+    if device is not None:
+        options["device"] = device
+    X = load_feature_option(x_path)
+    Y = load_feature_option(y_path)
+    if seeds_path is None:
+        res = matching.evaluate(X, Y, method, n_seeds=n_seeds, n_query=n_query, n_splits=splits,
+                                seed_selection=seed_selection, rng=seed, **options)
+        emit({"x": x_path, "y": y_path, **res.to_dict()})
+        return
+    pairs = _read_pairs(seeds_path)
+    res = matching.match(X, Y, method=method, partial_match=pairs, rng=seed, **options)
+    out = {"x": x_path, "y": y_path, "n_x": int(X.shape[0]), "n_y": int(Y.shape[0]), "n_seeds": int(len(pairs)),
+           **res.to_dict()}
+    emit(out)

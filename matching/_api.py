@@ -112,6 +112,18 @@ def _valid_params(func: Callable) -> list[str]:
     return names
 
 
+def check_method_params(method: str, params: dict) -> tuple[Callable, int]:
+    """Check the method name and its parameter names; return (function, minimum number of known pairs)."""
+    check_choice("method", method, METHODS)
+    func, min_seeds = _methods()[method]
+    valid = _valid_params(func)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for method {method!r}; valid: "
+                        f"{', '.join(valid)}")
+    return func, min_seeds
+
+
 def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: Any = None, **params) -> MatchResult:
     r"""Find which row of ``Y`` corresponds to each row of ``X`` without training, from structure and a few known pairs.
 
@@ -148,9 +160,13 @@ def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: A
     >>> res = match(X, Y, method="faq", partial_match=seeds, n_init=30, rng=0)   # doctest: +SKIP
     >>> accuracy = (res.col_ind[queries] == truth).mean()                          # doctest: +SKIP
     """
-    check_choice("method", method, METHODS)
+    func, min_seeds = check_method_params(method, params)
     X = check_array(X, "X")
     Y = check_array(Y, "Y")
+    if not is_torch(X) and not X.flags.writeable:  # memory-mapped caches: torch wants writable memory
+        X = np.array(X)
+    if not is_torch(Y) and not Y.flags.writeable:
+        Y = np.array(Y)
     if is_torch(X) != is_torch(Y):
         raise TypeError(f"`X` and `Y` must both be numpy arrays or both torch tensors, got "
                         f"{type(X).__name__} and {type(Y).__name__}")
@@ -161,15 +177,9 @@ def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: A
         raise ValueError(f"`partial_match` has {len(pm)} pairs but X has {n_x} and Y has {n_y} rows; there cannot be "
                          "more known pairs than items")
     seeds = check_partial_match(pm, n_x, n_y)
-    func, min_seeds = _methods()[method]
     if len(seeds) < min_seeds:
         raise ValueError(f"method {method!r} needs at least {min_seeds} known pairs in `partial_match`, got "
                          f"{len(seeds)}; use method='faq' or 'gw' to match from structure alone")
-    valid = _valid_params(func)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise TypeError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for method {method!r}; valid: "
-                        f"{', '.join(valid)}")
     if method == "faq":
         params["rng"] = rng
     log.info("match: method=%s n_x=%d n_y=%d seeds=%d", method, n_x, n_y, len(seeds))

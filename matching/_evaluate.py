@@ -107,8 +107,9 @@ def evaluate(
     """
     from align._backend import to_numpy
 
-    from ._api import match
+    from ._api import check_method_params, match
 
+    check_method_params(method, params)
     X, Y = check_paired(X, Y)
     X, Y = to_numpy(X), to_numpy(Y)
     n = X.shape[0]
