@@ -545,3 +545,80 @@ def match_command(x_path, y_path, method, seeds_path, n_seeds, n_query, splits, 
     out = {"x": x_path, "y": y_path, "n_x": int(X.shape[0]), "n_y": int(Y.shape[0]), "n_seeds": int(len(pairs)),
            **res.to_dict()}
     emit(out)
+
+
+# --------------------------------------------------------------------------------------------------- select --
+def _field_for(dataset, modality: str, field: str | None) -> str:
+    """The field an encoder of ``modality`` reads: the one given, else the only field of that modality."""
+    if field is not None:
+        return dataset.resolve_field(field)
+    matching_fields = [f for f in dataset.fields if dataset.modality(f) == modality]
+    if dataset.modality(dataset.default_field) == modality:
+        return dataset.default_field
+    if len(matching_fields) >= 1:
+        return matching_fields[0]
+    raise ValueError(
+        f"dataset {dataset.spec!r} has no {modality} field for this encoder (fields: {', '.join(dataset.fields)}); "
+        "pick another encoder or dataset"
+    )
+
+
+def _per_item(dataset, field: str, X: np.ndarray) -> np.ndarray:
+    """One row per item: the mean over an item's rows when a field has several (e.g. 5 captions per image)."""
+    item_of_row = np.asarray(dataset.item_of_row(field))
+    if len(item_of_row) == len(dataset) and np.array_equal(item_of_row, np.arange(len(dataset))):
+        return np.asarray(X)
+    sums = np.zeros((len(dataset), X.shape[1]), dtype=np.float64)
+    np.add.at(sums, item_of_row, np.asarray(X, dtype=np.float64))
+    counts = np.bincount(item_of_row, minlength=len(dataset))[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
+@main.command("select")
+@click.option("--dataset", "dataset_spec", required=True, metavar="SPEC", help="The items every encoder sees.")
+@click.option("--encoder", "encoder_specs", multiple=True, metavar="SPEC[@FIELD]",
+              help="A candidate encoder; @FIELD picks the field it reads (default: the dataset's field of its "
+                   "modality). Repeat for each candidate.")
+@click.option("--features", "feature_files", multiple=True, metavar="NAME=FILE",
+              help="A candidate given as precomputed features on the same items (row i = item i).")
+@click.option("--metric", default="linear_cka", show_default=True, help="Any metric of `unialign similarity --list`.")
+@click.option("--null", "n_permutations", type=int, default=0, help="Permutations for each pair's null (0: none).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the permutation null.")
+@click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE", help="Dataset options.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Feature cache folder.")
+@click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
+@handle_errors
+def select_command(dataset_spec, encoder_specs, feature_files, metric, n_permutations, seed, dataset_options,
+                   cache_dir, progress):
+    """Rank candidate encoder pairs by how similarly they represent the items of a dataset.
+
+    The step before training projectors (Maniparambil et al., CVPR 2024): embed the dataset with every candidate
+    (through the feature cache) and rank all pairs by METRIC, most similar first, with a permutation null on request.
+    Fields with several rows per item (captions) are averaged per item.
+    """
+    from . import similarity as sim
+    from .data import load_dataset
+    from .encoders import load_encoder
+    from .features import embed as embed_features
+
+    if len(encoder_specs) + len(feature_files) < 2:
+        raise click.UsageError("give at least two candidates (--encoder SPEC and/or --features NAME=FILE)")
+    dataset = load_dataset(dataset_spec, **_parse_key_values(dataset_options, "--dataset-option"))
+    features: dict[str, np.ndarray] = {}
+    for item in encoder_specs:
+        spec, _, field = item.partition("@")
+        encoder = load_encoder(spec)
+        field = _field_for(dataset, encoder.modality, field or None)
+        feats = embed_features(encoder, dataset, field=field, cache_dir=cache_dir, show_progress=progress)
+        features[item] = _per_item(dataset, field, feats.X)
+    for name, path in _parse_key_values(feature_files, "--features").items():
+        X = load_feature_option(str(path))
+        if X.ndim != 2 or X.shape[0] != len(dataset):
+            raise ValueError(f"--features {name}: expected ({len(dataset)}, d) rows for the dataset's items, "
+                             f"got shape {X.shape}")
+        features[name] = X
+    ranking = sim.rank_pairs(features, metric, n_permutations=n_permutations, rng=seed)
+    out = ranking.to_dict()
+    out["dataset"] = dataset_spec
+    out["seed"] = seed if n_permutations else None
+    emit(out)
