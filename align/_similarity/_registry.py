@@ -153,7 +153,10 @@ def _check_k(p):
 
 
 def _check_unbiased(p):
-    check_choice("kernel", p.get("kernel", "linear"), ("linear", "rbf"))
+    if check_choice("kernel", p.get("kernel", "linear"), ("linear", "rbf")) == "linear":
+        p.pop("sigma", None)  # a bandwidth means nothing for the linear kernel; keep it out of the settings
+        p.pop("median_scale", None)
+        return p
     return _check_sigma(p)
 
 

@@ -1,0 +1,307 @@
+"""Benchmark: unialign's similarity measures against the Gram-matrix route of the papers' code, in the same run.
+
+Peers, each timed on the same data in the same process:
+
+* ``gram_f32``: Kornblith et al.'s CKA code (``gram_linear`` / ``gram_rbf`` with the median heuristic,
+  ``center_gram``, ``cka``), n × n float32 Gram matrices in numpy, as the papers' notebooks run it.
+* ``platonic``: Huh et al.'s ``metrics.py`` formulas (torch, float32, n × n masks) for mutual k-NN, CKNNA, cycle
+  k-NN.
+* ``repsim``: ``repsim.cka`` (C++), where it is installed.
+
+Reported: seconds, the peer / unialign time ratio, and each peer's absolute error against unialign's float64
+value. Sizes past what a peer can hold are skipped for that peer and reported as such.
+
+    python benchmarks/bench_similarity.py --quick          # a few seconds (CI)
+    python benchmarks/bench_similarity.py --full           # growth with n; minutes
+    python benchmarks/bench_similarity.py --streaming --n 1000000 --dx 1280 --dy 384 --dir /tmp/bench
+        # linear CKA streamed from memory-mapped .npy files vs the float64 products it needs
+
+Run with one thread for comparable numbers (``OMP_NUM_THREADS=1``; the script sets torch's threads to match).
+Results go to stdout as JSON lines.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+
+def _now():
+    return time.perf_counter()
+
+
+def timed(fn, *args, repeat=1, **kw):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = _now()
+        out = fn(*args, **kw)
+        best = min(best, _now() - t)
+    return out, best
+
+
+# -- peers: the papers' code, transcribed ----------------------------------------------------------------------
+
+def kornblith_gram_linear(x):
+    return x.dot(x.T)
+
+
+def kornblith_gram_rbf(x, threshold=1.0):
+    dot_products = x.dot(x.T)
+    sq_norms = np.diag(dot_products)
+    sq_distances = -2 * dot_products + sq_norms[:, None] + sq_norms[None, :]
+    sq_median_distance = np.median(sq_distances)
+    return np.exp(-sq_distances / (2 * threshold ** 2 * sq_median_distance))
+
+
+def kornblith_center_gram(gram):
+    gram = gram.copy()
+    means = np.mean(gram, 0, dtype=np.float64)
+    means -= np.mean(means) / 2
+    gram -= means[:, None].astype(gram.dtype)
+    gram -= means[None, :].astype(gram.dtype)
+    return gram
+
+
+def kornblith_cka(gram_x, gram_y):
+    gram_x = kornblith_center_gram(gram_x)
+    gram_y = kornblith_center_gram(gram_y)
+    scaled_hsic = gram_x.ravel().dot(gram_y.ravel())
+    return float(scaled_hsic / (np.linalg.norm(gram_x) * np.linalg.norm(gram_y)))
+
+
+def gram_linear_cka(X, Y):
+    return kornblith_cka(kornblith_gram_linear(X), kornblith_gram_linear(Y))
+
+
+def gram_rbf_cka(X, Y):
+    return kornblith_cka(kornblith_gram_rbf(X), kornblith_gram_rbf(Y))
+
+
+def platonic_knn(feats, topk):
+    import torch
+
+    return (feats @ feats.T).fill_diagonal_(-1e8).argsort(dim=1, descending=True)[:, :topk]
+
+
+def platonic_mutual_knn(A, B, topk=10):
+    import torch
+    import torch.nn.functional as F
+
+    A, B = F.normalize(A, dim=-1), F.normalize(B, dim=-1)
+    ka, kb = platonic_knn(A, topk), platonic_knn(B, topk)
+    n = ka.shape[0]
+    r = torch.arange(n).unsqueeze(1)
+    ma, mb = torch.zeros(n, n), torch.zeros(n, n)
+    ma[r, ka] = 1.0
+    mb[r, kb] = 1.0
+    return ((ma * mb).sum(dim=1) / topk).mean().item()
+
+
+def platonic_cknna(A, B, topk=10):
+    import torch
+    import torch.nn.functional as F
+
+    A, B = F.normalize(A, dim=-1), F.normalize(B, dim=-1)
+    K, L = A @ A.T, B @ B.T
+    n = K.shape[0]
+
+    def hsic_unbiased(K, L):
+        m = K.shape[0]
+        Kt, Lt = K.clone().fill_diagonal_(0), L.clone().fill_diagonal_(0)
+        return ((Kt * Lt.T).sum() + Kt.sum() * Lt.sum() / ((m - 1) * (m - 2)) - 2 * (Kt @ Lt).sum() / (m - 2)) / (
+            m * (m - 3))
+
+    def sim(K, L):
+        Kh, Lh = K.clone().fill_diagonal_(float("-inf")), L.clone().fill_diagonal_(float("-inf"))
+        _, ki = torch.topk(Kh, topk, dim=1)
+        _, li = torch.topk(Lh, topk, dim=1)
+        mk = torch.zeros(n, n).scatter_(1, ki, 1)
+        ml = torch.zeros(n, n).scatter_(1, li, 1)
+        m = mk * ml
+        return hsic_unbiased(m * K, m * L)
+
+    return sim(K, L).item() / (torch.sqrt(sim(K, K) * sim(L, L)) + 1e-6).item()
+
+
+def platonic_cycle_knn(A, B, topk=10):
+    import torch
+    import torch.nn.functional as F
+
+    A, B = F.normalize(A, dim=-1), F.normalize(B, dim=-1)
+    ka, kb = platonic_knn(A, topk), platonic_knn(B, topk)
+    n = ka.shape[0]
+    acc = ka[kb] == torch.arange(n).view(-1, 1, 1)
+    return acc.float().view(n, -1).max(dim=1).values.mean().item()
+
+
+def repsim_cka(X, Y, kernel):
+    import repsim
+
+    return float(repsim.cka([X.astype(np.float64), Y.astype(np.float64)], kernel, "gretton")[0, 1])
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+
+def make_pair(n, dx, dy, seed=0):
+    """Encoder-like float32 features: a shared 32-d latent plus noise, off-centre, L2-normalised rows."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 32)).astype(np.float32)
+    X = z @ rng.normal(size=(32, dx)).astype(np.float32) + 0.5 * rng.normal(size=(n, dx)).astype(np.float32) + 1.0
+    Y = np.tanh(z @ rng.normal(size=(32, dy)).astype(np.float32)) + 0.5 * rng.normal(size=(n, dy)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    return X, Y
+
+
+def gram_fits(n, copies=4, budget=None):
+    budget = budget or float(os.environ.get("BENCH_GRAM_BYTES", 8e9))
+    return copies * 4 * n * n <= budget
+
+
+def emit(rec):
+    print(json.dumps(rec), flush=True)
+
+
+def bench_metric(metric, sizes, dx, dy, peers, ours_kw=None, repeat=1):
+    import torch
+
+    from align import similarity as sim
+
+    for n in sizes:
+        X, Y = make_pair(n, dx, dy)
+        ours, t_ours = timed(sim.similarity, X, Y, metric, repeat=repeat, **(ours_kw or {}))
+        emit({"metric": metric, "n": n, "dx": dx, "dy": dy, "impl": "unialign", "seconds": round(t_ours, 4),
+              "value": ours})
+        for name, fn, max_n in peers:
+            if n > max_n:
+                emit({"metric": metric, "n": n, "impl": name, "skipped": f"n > {max_n}: n x n float32 matrices "
+                      f"({4 * n * n / 1e9:.1f} GB each) past this benchmark's memory budget"})
+                continue
+            if name == "platonic":
+                args = (torch.from_numpy(X), torch.from_numpy(Y))
+            else:
+                args = (X, Y)
+            try:
+                val, t = timed(fn, *args, repeat=repeat)
+            except MemoryError as exc:
+                emit({"metric": metric, "n": n, "impl": name, "skipped": f"MemoryError: {exc}"})
+                continue
+            emit({"metric": metric, "n": n, "impl": name, "seconds": round(t, 4), "value": val,
+                  "abs_error_vs_unialign": abs(val - ours), "time_ratio_peer_over_unialign": round(t / t_ours, 2)})
+
+
+def run_suite(quick: bool):
+    try:
+        import repsim  # noqa: F401
+
+        have_repsim = True
+    except ImportError:
+        have_repsim = False
+        emit({"note": "repsim not installed; its rows are skipped"})
+    dx, dy = 384, 256
+    if quick:
+        lin_sizes, rbf_sizes, knn_sizes = [2000], [1000], [1000]
+        peer_max = 2000
+    else:
+        lin_sizes = [1000, 5000, 10000, 20000, 100000, 1000000]
+        rbf_sizes = [1000, 5000, 10000, 20000, 50000]
+        knn_sizes = [1000, 5000, 10000, 20000, 50000]
+        peer_max = 20000
+    lin_peers = [("gram_f32", gram_linear_cka, peer_max)]
+    rbf_peers = [("gram_f32", gram_rbf_cka, peer_max)]
+    if have_repsim:
+        lin_peers.append(("repsim", lambda X, Y: repsim_cka(X, Y, "linear"), min(peer_max, 10000)))
+        rbf_peers.append(("repsim", lambda X, Y: repsim_cka(X, Y, "rbf"), min(peer_max, 10000)))
+    bench_metric("linear_cka", lin_sizes, dx, dy, lin_peers)
+    bench_metric("rbf_cka", rbf_sizes, dx, dy, rbf_peers)
+    knn_max = 2000 if quick else 20000
+    bench_metric("mutual_knn", knn_sizes, dx, dy, [("platonic", platonic_mutual_knn, knn_max)])
+    bench_metric("cknna", knn_sizes, dx, dy, [("platonic", platonic_cknna, min(knn_max, 10000))])
+    bench_metric("cycle_knn", knn_sizes, dx, dy, [("platonic", platonic_cycle_knn, knn_max)])
+
+
+def precision(n=20000, d=384):
+    """float32 Gram route vs float64 accumulation on the same float32 data, against an exact float64 reference."""
+    from align import similarity as sim
+
+    X, Y = make_pair(n, d, d)
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    Xc, Yc = X64 - X64.mean(0), Y64 - Y64.mean(0)
+    exact = np.linalg.norm(Xc.T @ Yc) ** 2 / (np.linalg.norm(Xc.T @ Xc) * np.linalg.norm(Yc.T @ Yc))
+    rec = {"precision_n": n, "exact": exact, "unialign_abs_error": abs(sim.linear_cka(X, Y) - exact)}
+    if gram_fits(n):
+        rec["gram_f32_abs_error"] = abs(gram_linear_cka(X, Y) - exact)
+    emit(rec)
+
+
+def streaming(n, dx, dy, folder, chunk_rows=100_000):
+    """linear_cka on memory-mapped files of n rows vs the float64 products X'X, Y'Y, X'Y it needs."""
+    import torch
+
+    from align import similarity as sim
+
+    os.makedirs(folder, exist_ok=True)
+    paths = {}
+    for name, d in (("x", dx), ("y", dy)):
+        path = os.path.join(folder, f"stream_{name}_{n}x{d}.npy")
+        if not os.path.exists(path):
+            out = np.lib.format.open_memmap(path + ".tmp.npy", mode="w+", dtype=np.float32, shape=(n, d))
+            rng = np.random.default_rng(d)
+            for s in range(0, n, chunk_rows):
+                e = min(n, s + chunk_rows)
+                out[s:e] = rng.standard_normal((e - s, d), dtype=np.float32)
+            out.flush()
+            del out
+            os.replace(path + ".tmp.npy", path)
+        paths[name] = path
+    X = np.load(paths["x"], mmap_mode="r")
+    Y = np.load(paths["y"], mmap_mode="r")
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    value, t_ours = timed(sim.linear_cka, X, Y)
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Baseline: the same three float64 products on an in-memory float64 block, scaled to n rows.
+    m = min(n, 100_000)
+    xb = torch.from_numpy(np.asarray(X[:m], dtype=np.float64))
+    yb = torch.from_numpy(np.asarray(Y[:m], dtype=np.float64))
+    t = _now()
+    _ = xb.T @ xb, yb.T @ yb, xb.T @ yb
+    t_block = _now() - t
+    t_products = t_block * n / m
+    emit({"streaming_n": n, "dx": dx, "dy": dy, "value": value, "unialign_seconds": round(t_ours, 2),
+          "float64_products_seconds": round(t_products, 2), "ratio": round(t_ours / t_products, 3),
+          "file_bytes": int(os.path.getsize(paths["x"]) + os.path.getsize(paths["y"])),
+          "peak_rss_before_mb": round(rss0 / 1024, 1), "peak_rss_after_mb": round(rss1 / 1024, 1),
+          "products_baseline_rows": m, "threads": torch.get_num_threads()})
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="a few seconds (default)")
+    mode.add_argument("--full", action="store_true", help="growth with n (minutes)")
+    mode.add_argument("--streaming", action="store_true", help="memory-mapped linear CKA at large n")
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--dx", type=int, default=1280)
+    ap.add_argument("--dy", type=int, default=384)
+    ap.add_argument("--dir", default="/tmp/unialign-bench")
+    ap.add_argument("--precision-n", type=int, default=None, help="n for the float32-vs-float64 check")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    emit({"python": sys.version.split()[0], "torch": torch.__version__, "threads": torch.get_num_threads(),
+          "mode": "streaming" if args.streaming else "full" if args.full else "quick"})
+    if args.streaming:
+        streaming(args.n, args.dx, args.dy, args.dir)
+        return
+    run_suite(quick=not args.full)
+    precision(args.precision_n or (2000 if not args.full else 20000))
+
+
+if __name__ == "__main__":
+    main()
