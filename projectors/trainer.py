@@ -102,7 +102,8 @@ class PairModel(nn.Module):
             u, v = _GatherWithGrad.apply(u), _GatherWithGrad.apply(v)
             if gx is not None:
                 gx, gy = _gather(gx), _gather(gy)
-        return self.loss(u, v, gx, gy)
+        with torch.autocast(device_type=u.device.type, enabled=False):  # logits in float32 even under AMP
+            return self.loss(u.float(), v.float(), gx, gy)
 
 
 # ---- distributed helpers ---------------------------------------------------------------------------------------
