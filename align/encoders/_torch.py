@@ -218,7 +218,9 @@ def to_pil(x: Any):
             raise ValueError(f"image {str(path)!r} could not be decoded ({exc}); remove or replace the file") from None
     if isinstance(x, np.ndarray) and x.ndim in (2, 3):
         if x.dtype != np.uint8:
-            raise TypeError(f"image arrays must be uint8 (H, W[, 3]), got dtype {x.dtype}; convert with .astype(np.uint8)")
+            raise TypeError(
+                f"image arrays must be uint8 (H, W[, 3]), got dtype {x.dtype}; convert with .astype(np.uint8)"
+            )
         return Image.fromarray(x).convert("RGB")
     raise TypeError(f"image inputs must be PIL images, file paths or uint8 (H, W, 3) arrays, got {type(x).__name__}")
 

