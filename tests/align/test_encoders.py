@@ -379,6 +379,28 @@ def test_st_preprocessor_pickles_without_model(tiny_st_dir):
     assert torch.equal(own["attention_mask"], a["attention_mask"])
 
 
+def test_st_prompt_goes_through_the_models_own_preprocess(tiny_st_dir):
+    from sentence_transformers import SentenceTransformer
+
+    enc = load_encoder(f"st:{tiny_st_dir}", prompt="the ")
+    assert enc.preprocessor.model is not None  # not the plain fast path
+    ref = SentenceTransformer(str(tiny_st_dir), device="cpu").encode(TEXTS, prompt="the ")
+    assert_allclose(enc.encode(TEXTS), ref, atol=1e-5)
+    assert enc.fingerprint() != load_encoder(f"st:{tiny_st_dir}").fingerprint()
+    assert not np.allclose(enc.encode(TEXTS), load_encoder(f"st:{tiny_st_dir}").encode(TEXTS), atol=1e-3)
+
+
+@pytest.mark.parametrize("prefix", ["st", "hf"])
+def test_hub_names_offline_give_one_line_fix(prefix):
+    import huggingface_hub.constants
+
+    if not huggingface_hub.constants.HF_HUB_OFFLINE:
+        pytest.skip("hub not offline: this test must never download")
+    with pytest.raises(OSError, match="could not load.*give a local folder") as err:
+        load_encoder(f"{prefix}:unialign-tests/no-such-model")
+    assert "\n" not in str(err.value)
+
+
 # -- hf: --------------------------------------------------------------------------------------------------------
 
 
