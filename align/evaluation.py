@@ -246,8 +246,9 @@ def retrieval_metrics(
     pos = _normalize_positives(positives, n_q, n_g)
     inv = _invert_positives(pos, n_g)
     dev = resolve_device(device, Q, G)
-    Qt = as_torch(Q, device=dev, dtype=torch.float32)
-    Gt = as_torch(G, device=dev, dtype=torch.float32)
+    # read-only arrays (memory-maps) are copied: torch does not wrap non-writable buffers
+    Qt = as_torch(Q if is_torch(Q) or Q.flags.writeable else np.array(Q), device=dev, dtype=torch.float32)
+    Gt = as_torch(G if is_torch(G) or G.flags.writeable else np.array(G), device=dev, dtype=torch.float32)
     if normalize:
         Qt = torch.nn.functional.normalize(Qt, dim=1)
         Gt = torch.nn.functional.normalize(Gt, dim=1)

@@ -48,6 +48,13 @@ def _residual_mlp(d_in: int, d_out: int, hidden_dim: int, n_blocks: int, dropout
         def forward(self, x):
             return self.blocks(self.stem(x))
 
+        def warm_start(self, W, b):
+            """Start as the affine map x W + b: the stem takes it, every block's output layer starts at zero."""
+            _set_linear(self.stem, W, b)
+            for blk in self.blocks:
+                nn.init.zeros_(blk.fc2.weight)
+                nn.init.zeros_(blk.fc2.bias)
+
     return Head()
 
 
@@ -69,7 +76,21 @@ def _gated_mlp(d_in: int, d_out: int, hidden_dim: int, dropout: float):
             h = self.norm(x)
             return self.skip(x) + self.out(self.drop(nn.functional.silu(self.gate(h)) * self.up(h)))
 
+        def warm_start(self, W, b):
+            """Start as the affine map x W + b: the skip takes it, the gated branch's output starts at zero."""
+            _set_linear(self.skip, W, b)
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
     return GLUHead()
+
+
+def _set_linear(layer, W, b):
+    torch = _torch()
+    with torch.no_grad():
+        layer.weight.copy_(W.T.to(layer.weight.dtype))
+        if layer.bias is not None:
+            layer.bias.copy_(b.to(layer.bias.dtype))
 
 
 # ---- the trained estimator base --------------------------------------------------------------------------------
@@ -99,6 +120,12 @@ class TrainedProjector(Projector):
         bfloat16 autocast on GPU.
     device : str, optional
         Default: CUDA when available, else CPU.
+    init : {"random", "ridge"}
+        ``"ridge"`` starts the head as the closed-form ridge map from X to Y (penalty ``init_alpha``; residual
+        branches start at zero), so training refines the least-squares solution instead of starting from scratch.
+        One-sided only (``project_y=False``).
+    init_alpha : float
+        Ridge penalty of that start.
     rng : int
         Seed of the initialisation, the split and the data order.
     """
@@ -121,6 +148,8 @@ class TrainedProjector(Projector):
         checkpoint_every: int = 0,
         amp: bool = True,
         device: str | None = None,
+        init: str = "random",
+        init_alpha: float = 1.0,
         rng: int = 0,
     ):
         self.loss = loss
@@ -138,6 +167,8 @@ class TrainedProjector(Projector):
         self.checkpoint_every = checkpoint_every
         self.amp = amp
         self.device = device
+        self.init = init
+        self.init_alpha = init_alpha
         self.rng = rng
 
     # subclasses: build one head d_in -> d_out
@@ -210,6 +241,14 @@ class TrainedProjector(Projector):
         torch.manual_seed(config.seed)
         x_head = self._make_head(d_x, d_out)
         y_head = self._make_head(d_y, d_out) if self.project_y else None
+        if check_choice("init", self.init, ("random", "ridge")) == "ridge":
+            if self.project_y:
+                raise ValueError("init='ridge' maps X into Y's own space; it cannot be combined with project_y=True")
+            from ._linear import ridge_solve
+
+            W, b = ridge_solve(X, Y, alpha=check_float("init_alpha", self.init_alpha, min_value=0.0),
+                               fit_intercept=True)
+            _warm_start(x_head, W, b)
         result = train(x_head, y_head, X, Y, config=config, groups=groups, X_val=X_val, Y_val=Y_val,
                        groups_val=groups_val, device=self.device, checkpoint=self.checkpoint,
                        metadata={"kind": self.kind}, callback=callback)
@@ -247,6 +286,13 @@ class TrainedProjector(Projector):
             self.y_head_ = self._make_head(self.n_features_y_, d_out)
             self.y_head_.load_state_dict(s["y_head"])
             self.y_head_.eval()
+
+
+def _warm_start(head, W, b):
+    if hasattr(head, "warm_start"):
+        head.warm_start(W, b)
+    else:  # a plain nn.Linear
+        _set_linear(head, W, b)
 
 
 def _check_training_pairs(X, Y):

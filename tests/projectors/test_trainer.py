@@ -182,3 +182,15 @@ def test_autocast_on_gpu(planted):
     out = p.transform(torch.from_numpy(Xt).cuda())
     assert out.device.type == "cuda"
     assert retrieval_metrics(out, torch.from_numpy(Yt).cuda()).recall_at(1) > 0.8
+
+
+@pytest.mark.parametrize("kind", ["mlp", "glu", "linear"])
+def test_ridge_warm_start_starts_at_the_closed_form(planted, kind):
+    X, Y, Xt, _ = planted
+    extra = {"solver": "trained"} if kind == "linear" else {"hidden_dim": 16}
+    p = make_projector(kind, init="ridge", init_alpha=2.0, lr=1e-12, max_epochs=1, batch_size=100, val_fraction=0.0,
+                       device="cpu", **extra).fit(X, Y)
+    ridge = make_projector("linear", alpha=2.0).fit(X, Y)
+    assert_allclose(p.transform(Xt), ridge.transform(Xt).astype(np.float32), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="cannot be combined with project_y"):
+        make_projector(kind, init="ridge", project_y=True, **extra).fit(X, Y)
