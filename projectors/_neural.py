@@ -299,8 +299,11 @@ def _check_training_pairs(X, Y):
     """Validate shapes and finiteness without copying memory-maps into RAM (finiteness read chunk by chunk)."""
     from align._validation import check_array, is_torch
 
-    if is_torch(X) or is_torch(Y):
-        return check_paired(X, Y)
+    if is_torch(X) or is_torch(Y):  # the trainer reads rows from host memory; tensors come over once
+        from align._backend import to_numpy_f32
+
+        X, Y = check_paired(X, Y)
+        return to_numpy_f32(X), to_numpy_f32(Y)
     X, Y = np.asarray(X), np.asarray(Y)
     check_paired(X[:2], Y[:2])  # types, ndim, columns
     if X.shape[0] != Y.shape[0]:

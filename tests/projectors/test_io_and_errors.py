@@ -104,3 +104,12 @@ def test_memmap_inputs_for_trained_kind(data, tmp_path):
     a = make_projector("mlp", hidden_dim=8, max_epochs=2, batch_size=32, device="cpu").fit(Xm, Ym)
     b = make_projector("mlp", hidden_dim=8, max_epochs=2, batch_size=32, device="cpu").fit(X, Y)
     assert_allclose(a.transform(Xm), b.transform(X), rtol=1e-5, atol=1e-6)
+
+
+def test_trained_kind_accepts_tensors(data):
+    X, Y = data
+    p = make_projector("glu", hidden_dim=8, max_epochs=1, batch_size=32, device="cpu")
+    p.fit(torch.from_numpy(X), torch.from_numpy(Y))
+    out = p.transform(torch.from_numpy(X))
+    assert isinstance(out, torch.Tensor) and out.shape == (120, 5)
+    assert_allclose(out.numpy(), p.transform(X), rtol=1e-6)
