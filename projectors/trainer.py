@@ -69,9 +69,11 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
-    """What a run did: per-epoch history, best epoch and its validation R@1, total steps, whether it stopped early."""
+    """What a run did: per-epoch history, validation R@1 before training, best epoch (-1: the starting weights) and its
+    validation R@1, total steps, whether it stopped early, and the share of step time spent waiting for data."""
 
     history: list
+    initial_score: float
     best_epoch: int
     best_score: float
     n_steps: int
@@ -379,6 +381,11 @@ def train(
             xb, yb = xb.pin_memory(), yb.pin_memory()
         return xb, yb, gb
 
+    if X_val is not None and state["step"] == 0 and state["epoch"] == 0:
+        # The starting point competes too (it matters for warm starts): best_epoch -1 means "never improved on it".
+        state["initial_score"] = _val_r1(model, X_val, Y_val, positives_val, device)
+        state.update(best_score=state["initial_score"], best_epoch=-1,
+                     best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
     model.train()
     data_time_total = step_time_total = 0.0
     while state["epoch"] < config.max_epochs and not state["stopped"]:
@@ -447,6 +454,7 @@ def train(
         model.load_state_dict(state["best_state"])
     return TrainResult(
         history=list(state["history"]),
+        initial_score=float(state.get("initial_score", float("nan"))),
         best_epoch=int(state["best_epoch"]),
         best_score=float(state["best_score"]) if X_val is not None else float("nan"),
         n_steps=int(state["step"]),

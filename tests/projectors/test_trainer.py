@@ -70,7 +70,9 @@ def test_trained_kinds_learn_planted_map(planted, kind, params):
     hist = p.history_
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert all({"loss", "lr", "logit_scale", "val_R@1", "data_time_fraction"} <= set(h) for h in hist)
-    assert p.train_result_.best_score == max(h["val_R@1"] for h in hist)
+    res = p.train_result_
+    assert res.best_score == max([res.initial_score] + [h["val_R@1"] for h in hist])
+    assert res.best_score > res.initial_score
 
 
 def test_two_sided_heads_and_groups(planted):
