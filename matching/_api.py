@@ -52,7 +52,8 @@ def faq_features(X: Any, Y: Any, partial_match: np.ndarray, *, kernel: str = "co
     """FAQ on the kernel matrices of ``X`` and ``Y`` (see :func:`matching.faq` for ``options``).
 
     ``low_rank="auto"`` passes the ``(n, d)`` factors of the ``linear`` / ``cosine`` kernels to the solver when
-    ``d < n`` (gradient in :math:`O(n^2 d)`); ``False`` always forms the kernels.
+    ``d < 0.6 n``, where :math:`2(n^2 d + n d^2) < 2 n^3` (gradient in :math:`O(n^2 d)`); ``False`` always forms the
+    kernels.
     """
     from align._backend import as_torch, resolve_device
 
@@ -66,7 +67,7 @@ def faq_features(X: Any, Y: Any, partial_match: np.ndarray, *, kernel: str = "co
     if low_rank not in ("auto", True, False):
         raise ValueError(f"`low_rank` must be 'auto', True or False, got {low_rank!r}")
     use_factors = kernel in ("linear", "cosine") and (
-        low_rank is True or (low_rank == "auto" and max(X.shape[1], Y.shape[1]) < min(X.shape[0], Y.shape[0])))
+        low_rank is True or (low_rank == "auto" and max(X.shape[1], Y.shape[1]) < 0.6 * min(X.shape[0], Y.shape[0])))
     if use_factors:
         Fx = kernel_factor(as_torch(X, device=dev, dtype=dtype), kernel)
         Fy = kernel_factor(as_torch(Y, device=dev, dtype=dtype), kernel)

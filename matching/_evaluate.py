@@ -95,8 +95,10 @@ def evaluate(
     ----------
     X, Y : arrays of shape (n, d_x), (n, d_y)
         Paired features: row ``i`` of each is item ``i``.
-    method : str
-        Any of :func:`matching.list_methods`; ``params`` go to it.
+    method : str or callable
+        Any of :func:`matching.list_methods`; ``params`` go to it. A callable
+        ``method(X, Y, partial_match=..., rng=..., **params)`` returning an object with ``col_ind`` (and optionally
+        ``similarity``) is evaluated the same way, e.g. a peer library's matcher.
     n_seeds, n_query, n_splits : int
         Known pairs, hidden query items and splits per evaluation (``n_seeds + n_query <= n``).
     seed_selection : {"random", "kmeans"}
@@ -109,7 +111,11 @@ def evaluate(
 
     from ._api import check_method_params, match
 
-    check_method_params(method, params)
+    if callable(method):
+        run, method_name = method, getattr(method, "__name__", "callable")
+    else:
+        check_method_params(method, params)
+        run, method_name = match, method
     X, Y = check_paired(X, Y)
     X, Y = to_numpy(X), to_numpy(Y)
     n = X.shape[0]
@@ -138,20 +144,23 @@ def evaluate(
         Y_sub = Y[np.concatenate([seeds, queries[hide]])]
         truth = n_seeds + np.argsort(hide)  # row n_seeds + a of X is row truth[a] of Y
         pm = np.stack([np.arange(n_seeds), np.arange(n_seeds)], axis=1)
-        res = match(X_sub, Y_sub, method=method, partial_match=pm, rng=rng.spawn(1)[0], **params)
+        if callable(method):
+            res = run(X_sub, Y_sub, partial_match=pm, rng=rng.spawn(1)[0], **params)
+        else:
+            res = run(X_sub, Y_sub, method=method, partial_match=pm, rng=rng.spawn(1)[0], **params)
         accs.append(float(np.mean(res.col_ind[n_seeds:] == truth)))
         if res.similarity is not None:
             S = np.asarray(res.similarity)[n_seeds:, n_seeds:]
             true_scores = S[np.arange(n_query), truth - n_seeds]
             rank = (S > true_scores[:, None]).sum(axis=1)  # 0 = ranked first
             recalls.append({k: float(np.mean(rank < k)) for k in recall_at})
-        log.info("evaluate %s split %d: accuracy %.3f", method, split, accs[-1])
+        log.info("evaluate %s split %d: accuracy %.3f", method_name, split, accs[-1])
     seconds = time.perf_counter() - t0
     rec = rec_std = None
     if recalls:
         rec = {k: float(np.mean([r[k] for r in recalls])) for k in recall_at}
         rec_std = {k: float(np.std([r[k] for r in recalls])) for k in recall_at}
-    return EvaluationResult(method=method, accuracy=float(np.mean(accs)), accuracy_std=float(np.std(accs)),
+    return EvaluationResult(method=method_name, accuracy=float(np.mean(accs)), accuracy_std=float(np.std(accs)),
                             accuracies=tuple(accs), recall=rec, recall_std=rec_std, n_seeds=n_seeds,
                             n_query=n_query, n_splits=n_splits, seed_selection=seed_selection, seconds=seconds,
                             params=dict(params))

@@ -89,6 +89,17 @@ class _Blocks:
         """:math:`A_{22}^\\top P B_{22}` (equal to :meth:`prod` for symmetric sides)."""
         return self.A22.T @ P @ self.B22
 
+    def prod_perm(self, cols):
+        """:math:`A_{22} Q B_{22}^\top` for permutations ``Q[i, cols[i]] = 1``: ``Q B^T`` is a row gather of ``B^T``,
+        so this is one product (``O(m^3)``, or ``O(m^2 d)`` for factors) instead of two."""
+        if self.low_rank:
+            return self.Fn @ (self.Fn.T @ self.Gn[cols]) @ self.Gn.T
+        return self.A22 @ self.B22.T[cols]
+
+    def prod_t_perm(self, cols):
+        """:math:`A_{22}^\top Q B_{22}` for permutations (one product)."""
+        return self.A22.T @ self.B22[cols]
+
     def quad_perm(self, cols):
         """:math:`\\langle A_{22} Q B_{22}^\\top, Q\\rangle` for permutations ``Q[i, cols[i]] = 1``, batch (r, m)."""
         if self.low_rank:
@@ -236,7 +247,7 @@ def faq(
         Refine the best restart's permutation by best-improvement 2-opt over the free items (each sweep costs two
         n x n products; for modest n).
     batch_size : int, optional
-        Restarts per batch; default keeps one batch tensor near 20 million entries.
+        Restarts per batch; default keeps one batch tensor near 10 million entries (a handful are alive).
     device, dtype
         Where and in what precision to compute (default: the input's device, float64). The assignment step runs
         on CPU (scipy's ``linear_sum_assignment``).
@@ -251,11 +262,14 @@ def faq(
 
     Notes
     -----
-    Cost per iteration and restart: two ``m x m`` products (one for symmetric inputs; scipy's implementation does
-    six) plus one linear assignment. When the matrices are kernels ``F F^T`` of ``n x d`` features (see
-    :func:`matching.match`), the products cost :math:`O(m^2 d)` instead of :math:`O(m^3)`. The step size needs no
-    extra product: :math:`\langle A D B^\top, D\rangle` for ``D = Q - P`` is assembled from the two gradient
-    products and a gather.
+    Cost per iteration and restart: one ``m x m`` product for symmetric inputs, two otherwise (scipy's
+    implementation does six), plus one linear assignment. The gradient products are updated, not recomputed: after
+    the step :math:`P \leftarrow (1-t)P + tQ`, :math:`A P B^\top \leftarrow (1-t) A P B^\top + t\, A Q B^\top`, and
+    for a permutation ``Q`` the term :math:`A Q B^\top` is a row gather of :math:`B^\top` and one product. The
+    step size needs no product: :math:`\langle A D B^\top, D\rangle` for ``D = Q - P`` comes from the kept
+    products and gathers, so the last iteration (step 0) costs only its assignment. When the matrices are kernels
+    ``F F^T`` of ``n x d`` features (see :func:`matching.match`), the products cost :math:`O(m^2 d)` instead of
+    :math:`O(m^3)`.
 
     References
     ----------
@@ -343,7 +357,7 @@ def faq(
 
     blocks = _Blocks(a.reordered(torch.from_numpy(order_a).to(dev)), b.reordered(torch.from_numpy(order_b).to(dev)), s)
     if batch_size is None:
-        batch_size = max(1, min(n_init, int(2e7 // (m * m))))
+        batch_size = max(1, min(n_init, int(1e7 // (m * m))))
 
     best = None  # (score, perm, n_iter, converged)
     for lo in range(0, n_init, batch_size):
@@ -351,40 +365,89 @@ def faq(
         P = torch.from_numpy(np.stack([start(r) for r in idx])).to(device=dev, dtype=dtype)
         n_iter = np.zeros(len(idx), dtype=np.int64)
         converged = np.zeros(len(idx), dtype=bool)
-        active = np.arange(len(idx))
+        final_P: list = [None] * len(idx)
+        alive = np.arange(len(idx))  # batch positions of the restarts still iterating (the rows of P, G1, G2)
+        # the gradient products are kept and updated: after a step P <- (1 - t) P + t Q with a permutation Q,
+        # A P B^T <- (1 - t) A P B^T + t A Q B^T, and A Q B^T is one product (a gather, then one matmul)
+        G1 = blocks.prod(P)
+        G2 = G1 if blocks.sym else blocks.prod_t(P)
         for it in range(1, max_iter + 1):
-            act = torch.from_numpy(active).to(dev)
-            Pa = P[act]
-            G1 = blocks.prod(Pa)
-            G2 = G1 if blocks.sym else blocks.prod_t(Pa)
-            grad = blocks.C + G1 + G2
+            grad = torch.add(blocks.C, G1, alpha=2.0) if blocks.sym else blocks.C + G1 + G2
+            gP = (grad * P).sum(dim=(1, 2))
+            G1P = (G1 * P).sum(dim=(1, 2))
+            PP = (P * P).sum(dim=(1, 2))
             if transport:
                 Q = _sinkhorn_max(grad, transport_reg, transport_max_iter, transport_tol)
-                qq = (blocks.prod(Q) * Q).sum(dim=(1, 2))
+                AQB = blocks.prod(Q)
+                qq = (AQB * Q).sum(dim=(1, 2))
+                gQ = (grad * Q).sum(dim=(1, 2))
+                G1Q = (G1 * Q).sum(dim=(1, 2))
+                G2Q = G1Q if blocks.sym else (G2 * Q).sum(dim=(1, 2))
+                DD = (Q * Q).sum(dim=(1, 2)) - 2 * (Q * P).sum(dim=(1, 2)) + PP
             else:
                 g_np = grad.detach().cpu().numpy()
                 cols = np.stack([linear_sum_assignment(g, maximize=True)[1] for g in g_np])
-                cols_t = torch.from_numpy(cols).to(dev)
-                Q = torch.zeros_like(Pa).scatter_(2, cols_t[:, :, None], 1.0)
-                qq = blocks.quad_perm(cols_t)
-            D = Q - Pa
-            lin = (grad * D).sum(dim=(1, 2))
-            quad = qq - (G2 * Q).sum(dim=(1, 2)) - (G1 * Q).sum(dim=(1, 2)) + (G1 * Pa).sum(dim=(1, 2))
+                cols_t = torch.from_numpy(cols).to(dev)[:, :, None]
+                qq = blocks.quad_perm(cols_t[:, :, 0])  # a gather, no product
+                # inner products with the permutation Q are gathers: O(m) each
+                gQ = grad.gather(2, cols_t).sum(dim=(1, 2))
+                G1Q = G1.gather(2, cols_t).sum(dim=(1, 2))
+                G2Q = G1Q if blocks.sym else G2.gather(2, cols_t).sum(dim=(1, 2))
+                DD = m - 2 * P.gather(2, cols_t).sum(dim=(1, 2)) + PP
+            del grad
+            # f(P + tD), D = Q - P: linear coefficient <grad, D>, quadratic <A22 D B22^T, D>
+            lin = gQ - gP
+            quad = qq - G2Q - G1Q + G1P
             # maximise lin * t + quad * t^2 over t in [0, 1]
             t_interior = torch.clamp(-lin / (2 * torch.where(quad < 0, quad, -torch.ones_like(quad))), 0.0, 1.0)
             t_end = (lin + quad >= 0).to(dtype)
             t = torch.where(quad < 0, t_interior, t_end)
-            step = t * torch.linalg.matrix_norm(D) / math.sqrt(m)
-            P[act] = Pa + t[:, None, None] * D
-            n_iter[active] = it
+            step = t * torch.sqrt(torch.clamp(DD, min=0.0)) / math.sqrt(m)
+            # P <- (1 - t) P + t Q, in place
+            P.mul_((1.0 - t)[:, None, None])
+            if transport:
+                P.add_(t[:, None, None] * Q)
+            else:
+                P.scatter_add_(2, cols_t, t[:, None, None].expand(-1, m, 1).contiguous())
+            n_iter[alive] = it
             done = (step < tol).cpu().numpy()
-            converged[active[done]] = True
-            active = active[~done]
-            if len(active) == 0:
+            converged[alive[done]] = True
+            if it == max_iter:
+                done[:] = True
+            for k in np.flatnonzero(done):
+                final_P[alive[k]] = P[k].detach().cpu().numpy().copy()
+            if done.all():
                 break
-        P_np = P.detach().cpu().numpy()
+            # gradient products for the restarts that go on (one product each)
+            if transport:
+                AtQB = None if blocks.sym else blocks.prod_t(Q)
+            else:
+                AQB = blocks.prod_perm(cols_t[:, :, 0]) if not done.any() else \
+                    blocks.prod_perm(cols_t[torch.from_numpy(~done).to(dev)][:, :, 0])
+                AtQB = None
+                if not blocks.sym:
+                    ck = cols_t[torch.from_numpy(~done).to(dev)][:, :, 0]
+                    AtQB = blocks.prod_t_perm(ck)
+            if done.any():
+                keep = torch.from_numpy(~done).to(dev)
+                P, G1, t = P[keep], G1[keep], t[keep]
+                if transport:
+                    AQB = AQB[keep]
+                    AtQB = None if AtQB is None else AtQB[keep]
+                if not blocks.sym:
+                    G2 = G2[keep]
+                alive = alive[~done]
+            G1.lerp_(AQB, t[:, None, None])  # (1 - t) G1 + t A Q B^T
+            if blocks.sym:
+                G2 = G1
+            else:
+                G2.lerp_(AtQB, t[:, None, None])
         for k, r in enumerate(idx):
-            cols = linear_sum_assignment(P_np[k], maximize=True)[1]
+            Pk = final_P[k]
+            if np.all(Pk.max(axis=1) == 1.0):  # already a permutation matrix: it is its own projection
+                cols = Pk.argmax(axis=1)
+            else:
+                cols = linear_sum_assignment(Pk, maximize=True)[1]
             perm = full_perm(cols)
             score = _score(a, b, torch.from_numpy(perm).to(dev))
             if best is None or score > best[0]:

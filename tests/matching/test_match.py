@@ -163,3 +163,18 @@ def test_evaluate_rejects_too_many_items(paired_features):
         matching.evaluate(X, Y, n_seeds=30, n_query=31)
     with pytest.raises(ValueError, match="same number of rows"):
         matching.evaluate(X, Y[:50])
+
+
+def test_evaluate_accepts_a_callable_matcher(paired_features):
+    X, Y = paired_features
+
+    def oracle(X, Y, partial_match, rng):  # a "peer" that knows X and Y are identical up to the hidden order
+        return matching.match(X, Y, "lstsq", partial_match)
+
+    def wrong(X, Y, partial_match, rng):
+        return matching.MatchResult(col_ind=np.arange(len(X)), score=0.0, n_iter=0, converged=True, method="id")
+
+    good = matching.evaluate(X, Y, oracle, n_seeds=10, n_query=30, n_splits=2, rng=0)
+    bad = matching.evaluate(X, Y, wrong, n_seeds=10, n_query=30, n_splits=2, rng=0)
+    assert good.method == "oracle" and good.accuracy >= 0.95
+    assert bad.accuracy < 0.2
