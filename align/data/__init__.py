@@ -11,6 +11,11 @@ spec                           what
 ``multi30k:SPLIT.LANG``        ``$UNIALIGN_DATA/multi30k/SPLIT.LANG.gz``; SPLIT train/val/test, LANG en/de
 ``idx:IMAGES[,LABELS]``        IDX images (+ labels), e.g. MNIST / Fashion-MNIST
 ``fashion-mnist:SPLIT``        Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``)
+``graph:EDGES[,NODES]``        graph nodes with text: edge list + node table; field ``node`` (graph) + text fields
+``wordnet:imagenet-1k``        ImageNet-1k synsets in WordNet's hypernym graph (Debian ``wordnet-base``)
+``wordnet:nouns``              all WordNet 3.0 noun synsets and hypernym links
+``pointcloud:DIR``             3D meshes / point clouds (ModelNet-style folders); fields points, caption
+``shapes:N``                   N procedural 3D shapes with captions (no download)
 =============================  ==============================================================================
 
 Every dataset follows :class:`~align.data._base.Dataset`: stable string ids, one or more fields (``--field`` on the
@@ -70,6 +75,26 @@ _REGISTRY: dict[str, tuple[Callable, list[tuple[str, str]]]] = {
     "fashion-mnist": (_loader("_idx", "load_fashion_mnist"), [
         ("fashion-mnist:SPLIT", "Fashion-MNIST train (60,000) or test (10,000) from Debian's dataset-fashion-mnist "
                                 "(option root)"),
+    ]),
+    "graph": (_loader("_graph", "load_graph"), [
+        ("graph:EDGES[,NODES]", "nodes of a graph: edge list (CSV/TSV, optional weight column) and a node table "
+                                "whose id column names nodes and whose other columns are text fields; field node "
+                                "(graph) plus the text fields (options isolated=error|drop, default_field)"),
+    ]),
+    "wordnet": (_loader("_wordnet", "load_wordnet"), [
+        ("wordnet:imagenet-1k", "the 1,000 ImageNet-1k synsets as nodes of WordNet's hypernym graph (their "
+                                "ancestors included) from Debian's wordnet-base: fields node, lemma, lemmas, "
+                                "definition, gloss (options root, nodes=leaves|all)"),
+        ("wordnet:nouns", "all 82,115 WordNet 3.0 noun synsets and their hypernym links (option root)"),
+    ]),
+    "pointcloud": (_loader("_pointcloud", "load_pointcloud"), [
+        ("pointcloud:DIR", "3D shapes under DIR (.off/.ply meshes sampled to points, .txt/.npy/.ply point clouds), "
+                           "label from the class sub-folder (ModelNet layout), optional captions file: fields "
+                           "points, caption (options split, captions, n_points, seed)"),
+    ]),
+    "shapes": (_loader("_shapes", "load_shapes"), [
+        ("shapes:N", "N procedural 3D shapes (primitives with sizes, proportions, counts, arrangements) with "
+                     "captions, no download: fields points, caption; labels = primitive (options seed, n_points)"),
     ]),
 }
 

@@ -18,6 +18,10 @@ Prefixes (heavy libraries are imported only when one is loaded):
 * ``st:<name or path>`` — a sentence-transformers model.
 * ``hf:<name or path>`` — ``transformers.AutoModel`` with a tokenizer (text) or image processor (images).
 * ``file:<path>`` / ``file:<path>:<key>`` — precomputed features; ``encode`` takes row indices.
+* ``graph:spectral`` / ``graph:diffusion`` / ``graph:walk`` — non-learned node embeddings of a whole graph;
+  ``gnn:<path>`` — your GNN (pickled module or TorchScript). Inputs are the ``node`` field of a graph dataset.
+* ``shape:d2`` (``a3``, ``d1``, ``cov``, joined by ``+``) — non-learned 3D shape descriptors; ``pointnet:<path>`` /
+  ``torchscript:<path>`` — your point-cloud network. Inputs are ``(n, 3)`` point arrays (``points`` field).
 
 Options shared by the torch encoders: ``layers`` (one or several layer names or indices, all from one forward
 pass), ``pooling`` (``"cls"``, ``"mean"``, ``"cls+mean"``), ``normalize`` (L2), ``batch_size``, ``device``
@@ -93,6 +97,36 @@ def _file(path, **options):
     return load_file(path, **options)
 
 
+def _graph(name, **options):
+    from ._graph import load_graph_encoder
+
+    return load_graph_encoder(name, **options)
+
+
+def _gnn(path, **options):
+    from ._graph import load_gnn
+
+    return load_gnn(path, **options)
+
+
+def _shape(name, **options):
+    from ._shape import load_shape_encoder
+
+    return load_shape_encoder(name, **options)
+
+
+def _pointnet(path, **options):
+    from ._shape import load_pointnet
+
+    return load_pointnet(path, spec=f"pointnet:{path}", **options)
+
+
+def _torchscript(path, **options):
+    from ._shape import load_pointnet
+
+    return load_pointnet(path, spec=f"torchscript:{path}", require_torchscript=True, **options)
+
+
 _TORCH_OPTIONS = ("layers", "pooling", "normalize", "batch_size", "device", "dtype", "autocast")
 
 # name -> (factory, modality, description, options it takes; None = anything, passed on)
@@ -125,6 +159,25 @@ _PREFIXES: dict[str, tuple[Callable, str, str, str, tuple[str, ...] | None]] = {
     "file": (_file, "<path>[:key]", "features",
              "precomputed features (.npy/.npz/.safetensors); encode() takes row indices",
              ("key", "normalize", "batch_size", "layers")),
+    "graph": (_graph, "spectral|diffusion|walk", "graph",
+              "non-learned node embeddings of the whole graph: Laplacian eigenmaps, heat-kernel features, random-walk "
+              "co-occurrence + SVD (options dim, t, walks_per_node, walk_length, window, seed)", None),
+    "gnn": (_gnn, "<path>", "graph",
+            "your GNN: a pickled torch module or TorchScript file called as model(x, edge_index) or model(x, adj) "
+            "on the whole graph", ("node_features", "graph_input", "device", "dtype", "normalize", "batch_size",
+                                   "layers")),
+    "shape": (_shape, "d2|a3|d1|cov[+…]", "pointcloud",
+              "non-learned shape descriptors: D2/A3/D1 shape distributions (Osada et al. 2002), covariance "
+              "spectrum; '+' concatenates (options bins, n_points, n_samples, seed, device)", None),
+    "pointnet": (_pointnet, "<path>", "pointcloud",
+                 "your point-cloud network (PointNet-style pickled torch module or TorchScript) on (b, n_points, 3) "
+                 "batches, farthest-point sampled on the device", ("n_points", "channels_first", "center",
+                                                                   "device", "dtype", "normalize", "batch_size",
+                                                                   "layers")),
+    "torchscript": (_torchscript, "<path>", "pointcloud",
+                    "a TorchScript point-cloud network (as pointnet:, TorchScript files only)",
+                    ("n_points", "channels_first", "center", "device", "dtype", "normalize", "batch_size",
+                     "layers")),
 }
 
 
