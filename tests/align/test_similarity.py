@@ -499,3 +499,15 @@ def test_front_door_and_metric_table():
     r = sim.compare(X, Y, "rbf_cka")
     d = r.to_dict()
     assert d["n"] == 30 and d["metric"] == "rbf_cka" and d["settings"]["sigma_x"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_tensors_give_the_cpu_values():
+    X, Y = _pair(90, 6, 5)
+    Xg, Yg = torch.from_numpy(X).cuda(), torch.from_numpy(Y).cuda()
+    for metric in sim.list_metrics():
+        params = PARAMS.get(metric, {})
+        assert sim.similarity(Xg, Yg, metric, **params) == pytest.approx(sim.similarity(X, Y, metric, **params),
+                                                                         abs=1e-8), metric
+    # numpy input computed on the GPU when asked
+    assert sim.linear_cka(X, Y, device="cuda") == pytest.approx(sim.linear_cka(X, Y), abs=1e-10)
