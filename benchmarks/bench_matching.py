@@ -12,7 +12,8 @@ Sections (each prints JSON lines to stdout, one per measurement; ``--out FILE`` 
 
 ``--quick`` runs in seconds (CI); ``--full`` is the grid reported in benchmarks/README.md. Threads are pinned to
 ``--threads`` (default 1) so ratios compare like with like, and times are CPU seconds of this process
-(``time.process_time``), which other jobs on a shared machine disturb far less than wall-clock time. Run from the repository root:
+(``time.process_time``), which other jobs on a shared machine disturb far less than wall-clock time. Run from
+the repository root:
 
     python benchmarks/bench_matching.py faq --quick
     python benchmarks/bench_matching.py local-cka --full

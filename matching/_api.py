@@ -141,8 +141,10 @@ def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: A
         - ``"procrustes"``, ``"lstsq"``: a map fitted on the known pairs, then nearest assignment.
         - ``"relative"``, ``"asif"``: relative representations over the known pairs.
 
-        Pick ``faq`` when the two spaces share structure and known pairs are few; the anchor methods need more
-        pairs but are much cheaper; see ``benchmarks/README.md`` for measured accuracies.
+        Pick ``faq`` (with ``n_init`` restarts and ``two_opt=True``) or ``gw`` when the two spaces share structure
+        and known pairs are few; the anchor methods are much cheaper but need more pairs. On Multi30k captions
+        (MiniLM English vs multilingual-E5 German, 30 known pairs, 100 hidden items) ``faq`` with 30 restarts
+        matched 0.91 of the items, 0.98 with ``two_opt=True``; see ``benchmarks/README.md`` for all methods.
     partial_match : int array of shape (k, 2), optional
         Known pairs ``(i, j)`` (row ``i`` of ``X`` is row ``j`` of ``Y``), in any order. Required (≥ 2) by all
         methods except ``faq``, ``gw`` and ``entropic_gw``.

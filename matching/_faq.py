@@ -76,7 +76,8 @@ class _Blocks:
             self.C = 2.0 * (Fn @ (Fs.T @ Gs)) @ Gn.T
         else:
             A, B = a.dense, b.dense
-            self.A22, self.B22 = A[s:, s:], B[s:, s:]
+            self.A22, self.B22 = A[s:, s:].contiguous(), B[s:, s:].contiguous()
+            self.A22T, self.B22T = self.A22.T.contiguous(), self.B22.T.contiguous()  # row gathers stay contiguous
             self.C = A[s:, :s] @ B[s:, :s].T + A[:s, s:].T @ B[:s, s:]
 
     def prod(self, P):
@@ -87,18 +88,18 @@ class _Blocks:
 
     def prod_t(self, P):
         """:math:`A_{22}^\\top P B_{22}` (equal to :meth:`prod` for symmetric sides)."""
-        return self.A22.T @ P @ self.B22
+        return self.A22T @ P @ self.B22
 
     def prod_perm(self, cols):
         """:math:`A_{22} Q B_{22}^\top` for permutations ``Q[i, cols[i]] = 1``: ``Q B^T`` is a row gather of ``B^T``,
         so this is one product (``O(m^3)``, or ``O(m^2 d)`` for factors) instead of two."""
         if self.low_rank:
             return self.Fn @ (self.Fn.T @ self.Gn[cols]) @ self.Gn.T
-        return self.A22 @ self.B22.T[cols]
+        return self.A22 @ self.B22T[cols]
 
     def prod_t_perm(self, cols):
         """:math:`A_{22}^\top Q B_{22}` for permutations (one product)."""
-        return self.A22.T @ self.B22[cols]
+        return self.A22T @ self.B22[cols]
 
     def quad_perm(self, cols):
         """:math:`\\langle A_{22} Q B_{22}^\\top, Q\\rangle` for permutations ``Q[i, cols[i]] = 1``, batch (r, m)."""

@@ -209,3 +209,13 @@ def test_gpu_equals_cpu(paired_features):
 def test_bad_input_gets_a_clear_error(A, B, seeds, kwargs, exc, msg):
     with pytest.raises(exc, match=msg):
         matching.faq(A, B, seeds, **kwargs)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_transport_keeps_seeds_and_recovers_planted_directed_graphs(symmetric):
+    rng = np.random.default_rng(12)
+    A = _weighted(40, rng, symmetric)
+    perm = rng.permutation(40)
+    seeds = np.stack([np.arange(4), perm[:4]], axis=1)
+    res = matching.faq(A, planted(A, perm), seeds, transport=True, n_init=3, rng=0)
+    np.testing.assert_array_equal(res.col_ind, perm)
