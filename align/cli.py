@@ -622,3 +622,40 @@ def select_command(dataset_spec, encoder_specs, feature_files, metric, n_permuta
     out["dataset"] = dataset_spec
     out["seed"] = seed if n_permutations else None
     emit(out)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# unialign demo  (issue 6: the embedded demo)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@main.command("demo")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="unialign-demo", show_default=True,
+              help="Folder for report.md, report.json and the PNG plots.")
+@click.option("--quick", is_flag=True, help="200 concepts, fewer permutations, seeds and epochs (well under a minute).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of every random choice.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Feature cache folder (default $UNIALIGN_CACHE or ~/.cache/unialign).")
+@click.option("--progress/--no-progress", default=True, help="Step timings and progress bars on stderr.")
+@handle_errors
+def demo_command(out_dir, quick, seed, cache_dir, progress):
+    """The main job on what pip brings: EfficientNet-Lite0, all-MiniLM-L6-v2 and multilingual-e5-small on the
+    1,000 ImageNet concepts that ship with timm.
+
+    Measures how similar the three encoders are (CKA, mutual kNN, permutation nulls), matches the concepts across
+    encoders without training as the number of known pairs grows, trains projectors from image to text space on half
+    of the classes and classifies the other half, and real photos from scikit-learn and matplotlib, zero-shot.
+    Writes OUT/report.md, OUT/report.json and PNG plots; prints a short summary on stderr and the headline numbers
+    as JSON on stdout.
+    """
+    import matching
+    import projectors
+
+    from .demo import run_demo, summary_lines
+
+    say = (lambda line: click.echo(line, err=True)) if progress else None
+    result = run_demo(out_dir, match_evaluate=matching.evaluate, make_projector=projectors.make_projector,
+                      quick=quick, cache_dir=cache_dir, rng=seed, show_progress=progress, say=say)
+    for line in summary_lines(result):
+        click.echo(line, err=True)
+    emit(result.to_dict())

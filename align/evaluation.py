@@ -20,7 +20,8 @@ from ._validation import check_array, check_int, is_torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DirectionMetrics", "RetrievalResult", "retrieval_metrics", "matching_accuracy"]
+__all__ = ["DirectionMetrics", "RetrievalResult", "retrieval_metrics", "matching_accuracy", "ZeroShotResult",
+           "build_zero_shot_classifier", "zero_shot_accuracy"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,3 +288,217 @@ def matching_accuracy(col_ind: Any, true_col_ind: Any) -> float:
     if not known.any():
         raise ValueError("`true_col_ind` has no known partner (all entries negative); nothing to score")
     return float(np.mean(pred[known] == true[known]))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Zero-shot classification: a classifier made of class-name embeddings, and its top-k accuracy
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _fill_template(template: Any, classname: str) -> str:
+    if callable(template):
+        return str(template(classname))
+    return template.format(classname)
+
+
+def build_zero_shot_classifier(
+    encoder: Any,
+    classnames: Sequence[str],
+    templates: Sequence[Any] = ("{}",),
+    *,
+    batch_size: int = 64,
+    normalize: bool = True,
+    show_progress: bool = False,
+) -> np.ndarray:
+    r"""Class weights for zero-shot classification: every template filled with every class name, embedded, averaged.
+
+    As in CLIP (Radford et al., 2021) and open_clip's ``build_zero_shot_classifier``: for class :math:`c` with
+    prompts :math:`p_{c,1} \dots p_{c,T}` (one per template),
+
+    .. math::
+        w_c = \frac{\bar e_c}{\lVert \bar e_c \rVert}, \qquad
+        \bar e_c = \frac{1}{T} \sum_{t=1}^{T} \frac{f(p_{c,t})}{\lVert f(p_{c,t}) \rVert},
+
+    so each template counts equally whatever its embedding norm, and the rows are unit vectors (with
+    ``normalize=False`` the plain mean of the raw embeddings is returned).
+
+    Parameters
+    ----------
+    encoder : encoder or callable
+        A text encoder with ``encode(texts) -> (m, d)`` (e.g. ``load_encoder("minilm")``), or a callable
+        ``texts -> (m, d)``.
+    classnames : sequence of str
+        One name per class, in class-index order.
+    templates : sequence of str or callable
+        Format strings with one ``{}`` for the class name (``"a photo of a {}."``), or callables ``name -> text``.
+    batch_size : int
+        Classes embedded per call (``batch_size * len(templates)`` texts at once).
+    normalize : bool
+        Normalise each prompt embedding and the averaged row.
+    show_progress : bool
+        A tqdm bar over class batches on stderr.
+
+    Returns
+    -------
+    ndarray of shape (n_classes, d), float32
+        Row ``c`` is the classifier vector of ``classnames[c]``.
+
+    Notes
+    -----
+    Cost: ``n_classes * len(templates)`` encoder calls' worth of text, in batches; the average is accumulated in
+    float64. Runs under ``torch.no_grad`` when the encoder is a torch model.
+    """
+    if isinstance(classnames, str) or not isinstance(classnames, Sequence):
+        raise TypeError(f"`classnames` must be a sequence of strings, got {type(classnames).__name__}")
+    if len(classnames) == 0:
+        raise ValueError("`classnames` is empty; give at least one class name")
+    if isinstance(templates, str) or not isinstance(templates, Sequence) or len(templates) == 0:
+        raise TypeError(f"`templates` must be a non-empty sequence of format strings or callables, got {templates!r}")
+    for t in templates:
+        if callable(t):
+            continue
+        if not isinstance(t, str) or "{}" not in t:
+            raise ValueError(f"every template must be a string with one '{{}}' for the class name, got {t!r}")
+    bad = [c for c in classnames if not isinstance(c, str) or not c.strip()]
+    if bad:
+        raise TypeError(f"every class name must be a non-empty string, got {bad[0]!r}")
+    batch_size = check_int("batch_size", batch_size, min_value=1)
+    encode = encoder.encode if hasattr(encoder, "encode") else encoder
+    if not callable(encode):
+        raise TypeError(f"`encoder` must have an encode(texts) method or be callable, got {type(encoder).__name__}")
+
+    import contextlib
+    import sys
+
+    torch = sys.modules.get("torch")
+    no_grad = torch.no_grad() if torch is not None else contextlib.nullcontext()
+    n_t = len(templates)
+    starts = range(0, len(classnames), batch_size)
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="zero-shot classifier", unit="batch")
+    rows = []
+    with no_grad:
+        for start in starts:
+            names = classnames[start:start + batch_size]
+            texts = [_fill_template(t, c) for c in names for t in templates]
+            E = np.asarray(encode(texts), dtype=np.float64)
+            if E.ndim != 2 or E.shape[0] != len(texts):
+                raise ValueError(f"the encoder returned shape {E.shape} for {len(texts)} texts; expected (m, d)")
+            E = E.reshape(len(names), n_t, -1)
+            if normalize:
+                E = E / np.maximum(np.linalg.norm(E, axis=2, keepdims=True), 1e-12)
+            M = E.mean(axis=1)
+            if normalize:
+                M = M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
+            rows.append(M)
+    return np.concatenate(rows, axis=0).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroShotResult:
+    """Zero-shot classification scores.
+
+    Attributes
+    ----------
+    accuracy : dict
+        ``{k: top-k accuracy}``: the fraction of items whose true class ranks within the top ``k``.
+    chance : dict
+        ``{k: k / n_classes}``, the expected top-k accuracy of a random ranking.
+    predictions : ndarray of shape (n, max(ks))
+        The top classes of each item, best first.
+    true_rank : ndarray of shape (n,)
+        1-based rank of the true class (classes scoring at least as high count, so ties count against it).
+    n, n_classes : int
+    """
+
+    accuracy: dict
+    chance: dict
+    predictions: np.ndarray
+    true_rank: np.ndarray
+    n: int
+    n_classes: int
+
+    def to_dict(self) -> dict:
+        return {"accuracy": {f"top{k}": float(v) for k, v in self.accuracy.items()},
+                "chance": {f"top{k}": float(v) for k, v in self.chance.items()},
+                "mean_rank": float(np.mean(self.true_rank)), "n": int(self.n), "n_classes": int(self.n_classes)}
+
+
+def zero_shot_accuracy(
+    features: Any,
+    classifier: Any,
+    labels: Any,
+    ks: Sequence[int] = (1, 5),
+    *,
+    normalize: bool = True,
+    chunk_size: int = 1024,
+) -> ZeroShotResult:
+    r"""Top-k accuracy of classifying ``features`` by their most similar class vector.
+
+    Item :math:`i` scores class :math:`c` by :math:`s_{ic} = \hat x_i^\top \hat w_c` (cosine with
+    ``normalize=True``); the rank of its true class :math:`y_i` is :math:`r_i = |\{c : s_{ic} \ge s_{iy_i}\}|`
+    and top-k accuracy is :math:`\frac{1}{n}\sum_i [r_i \le k]`.
+
+    Parameters
+    ----------
+    features : array of shape (n, d)
+        Items embedded in the classifier's space (e.g. image features through a projector).
+    classifier : array of shape (n_classes, d)
+        One vector per class, e.g. from :func:`build_zero_shot_classifier`.
+    labels : int array of shape (n,)
+        The true class of each item (row of ``classifier``).
+    ks : sequence of int
+        Cut-offs; each must be at most ``n_classes``.
+    normalize : bool
+        Cosine similarity (True) or the dot product.
+    chunk_size : int
+        Items scored at once; memory is ``O(chunk_size * n_classes)``.
+
+    Returns
+    -------
+    ZeroShotResult
+    """
+    X = check_array(features, "features")
+    C = check_array(classifier, "classifier")
+    X = X.detach().cpu().numpy() if is_torch(X) else np.asarray(X)
+    C = C.detach().cpu().numpy() if is_torch(C) else np.asarray(C)
+    if X.shape[1] != C.shape[1]:
+        raise ValueError(f"`features` and `classifier` must have the same number of columns, got {X.shape[1]} and "
+                         f"{C.shape[1]}; project the features into the classifier's space first")
+    y = np.asarray(labels.detach().cpu() if is_torch(labels) else labels)
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise ValueError(f"`labels` must be 1-D with one entry per row of `features` ({X.shape[0]}), got shape {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"`labels` must be integer class indices, got dtype {y.dtype}")
+    n_classes = C.shape[0]
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"`labels` must index the {n_classes} classifier rows (0..{n_classes - 1}), "
+                         f"got values in [{y.min()}, {y.max()}]")
+    ks = sorted({check_int("ks", k, min_value=1) for k in ks})
+    if ks[-1] > n_classes:
+        raise ValueError(f"`ks` must be at most the number of classes ({n_classes}), got {ks[-1]}")
+    chunk_size = check_int("chunk_size", chunk_size, min_value=1)
+    C64 = C.astype(np.float64)
+    if normalize:
+        C64 = C64 / np.maximum(np.linalg.norm(C64, axis=1, keepdims=True), 1e-12)
+    kmax = ks[-1]
+    preds = np.empty((X.shape[0], kmax), dtype=np.int64)
+    rank = np.empty(X.shape[0], dtype=np.int64)
+    for start in range(0, X.shape[0], chunk_size):
+        stop = min(start + chunk_size, X.shape[0])
+        Xc = np.asarray(X[start:stop], dtype=np.float64)
+        if normalize:
+            Xc = Xc / np.maximum(np.linalg.norm(Xc, axis=1, keepdims=True), 1e-12)
+        S = Xc @ C64.T
+        true = S[np.arange(stop - start), y[start:stop]]
+        rank[start:stop] = (S >= true[:, None]).sum(1)
+        top = np.argpartition(-S, kmax - 1, axis=1)[:, :kmax]
+        order = np.argsort(-np.take_along_axis(S, top, 1), axis=1, kind="stable")
+        preds[start:stop] = np.take_along_axis(top, order, 1)
+    return ZeroShotResult(
+        accuracy={k: float(np.mean(rank <= k)) for k in ks},
+        chance={k: k / n_classes for k in ks},
+        predictions=preds, true_rank=rank, n=int(X.shape[0]), n_classes=int(n_classes),
+    )

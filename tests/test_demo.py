@@ -1,0 +1,124 @@
+"""`unialign demo --quick`: the real encoders on 200 ImageNet concepts; the report's files and numbers.
+
+One end-to-end run (module-scoped fixture, about a minute on 2 busy cores: three model loads dominate) and checks
+that the numbers are internally consistent and above chance where the encoders are known to agree.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from align.cli import main
+from align.demo import QUICK, _split_classes, sample_photos
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "unialign-demo"
+    result = CliRunner().invoke(main, ["demo", "--quick", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_demo_writes_the_report_files(demo_run):
+    out, result = demo_run
+    for name in ("report.md", "report.json", "similarity.png", "matching.png", "zeroshot.png", "photos.png"):
+        path = out / name
+        assert path.is_file() and path.stat().st_size > 500, name
+        if name.endswith(".png"):
+            assert path.read_bytes()[:8] == PNG_MAGIC
+    printed = json.loads(result.stdout)
+    assert printed["out_dir"] == str(out)
+    assert set(printed["summary"]) >= {"linear_cka", "matching_at_most_seeds", "zero_shot", "photos"}
+
+
+def test_demo_similarity_is_a_valid_similarity_matrix_above_its_null(demo_run):
+    out, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    sim = report["similarity"]
+    assert sim["encoders"] == ["efficientnet-lite0", "minilm", "e5-small"]
+    for metric, block in sim["metrics"].items():
+        M = np.asarray(block["matrix"])
+        np.testing.assert_allclose(M, M.T)
+        np.testing.assert_allclose(np.diag(M), 1.0)
+        assert ((M >= 0) & (M <= 1 + 1e-9)).all()
+        assert len(block["pairs"]) == 3 and block["n_permutations"] == QUICK.n_permutations
+        for p in block["pairs"]:
+            # real encoders of the same concepts agree far beyond re-paired rows
+            assert p["value"] > p["null_mean"] + 3 * p["null_std"], (metric, p)
+            assert p["p_value"] == pytest.approx(1 / (QUICK.n_permutations + 1))
+
+
+def test_demo_matching_and_zero_shot_are_above_chance(demo_run):
+    out, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    mat = report["matching"]
+    assert mat["chance"] == pytest.approx(1 / QUICK.n_query)
+    assert len(mat["curves"]) == 3 * len(QUICK.methods)
+    for c in mat["curves"]:
+        assert [p["n_seeds"] for p in c["points"]] == list(QUICK.seed_counts)
+        for p in c["points"]:
+            assert 0.0 <= p["accuracy"] <= 1.0 and len(p["accuracies"]) == QUICK.n_splits
+            assert p["accuracy"] == pytest.approx(np.mean(p["accuracies"]))
+    text = [c for c in mat["curves"] if (c["x"], c["y"], c["method"]) == ("minilm", "e5-small", "faq")][0]
+    assert text["points"][-1]["accuracy"] > 5 * mat["chance"]  # two text encoders of the same prompts
+
+    zs = report["zero_shot"]
+    seen, unseen = set(report["seen_classes"]), set(report["unseen_classes"])
+    assert not seen & unseen and seen | unseen == set(report["classes"])
+    assert abs(len(seen) - len(unseen)) <= 1
+    assert zs["chance"]["top1"] == pytest.approx(1 / len(unseen))
+    for label, r in zs["projectors"].items():
+        acc = r["unseen"]["accuracy"]
+        assert 0.0 <= acc["top1"] <= acc["top5"] <= 1.0
+        assert r["unseen"]["n"] == len(unseen) and r["unseen"]["n_classes"] == len(unseen)
+    best = zs["projectors"][zs["best"]]["unseen"]["accuracy"]
+    assert best["top1"] >= 3 * zs["chance"]["top1"] and best["top5"] >= 3 * zs["chance"]["top5"]
+
+    # photos: the head's top class is held out from projector training, so the photo test is zero-shot
+    assert len(report["photos"]) == len(sample_photos()) >= 1
+    for p in report["photos"]:
+        assert p["head_top5"][0]["class"] in unseen
+        probs = [h["prob"] for h in p["head_top5"]]
+        assert probs == sorted(probs, reverse=True)
+        cos = [z["cosine"] for z in p["zero_shot_top5"]]
+        assert cos == sorted(cos, reverse=True)
+        assert all(z["unseen"] == (z["class"] in unseen) for z in p["zero_shot_top5"])
+
+
+def test_demo_markdown_shows_the_numbers_of_the_run(demo_run):
+    out, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    md = (out / "report.md").read_text()
+    for image in ("similarity.png", "matching.png", "zeroshot.png", "photos.png"):
+        assert f"]({image})" in md
+    cka = report["similarity"]["metrics"]["linear_cka"]["pairs"][0]["value"]
+    assert f"{cka:.3f}" in md
+    best = report["zero_shot"]["projectors"][report["zero_shot"]["best"]]["unseen"]["accuracy"]["top1"]
+    assert f"{best:.3f}" in md
+    for p in report["photos"]:
+        assert p["photo"] in md and p["head_top5"][0]["lemma"] in md
+
+
+def test_split_classes_keeps_halves_and_forces_the_given_classes_unseen():
+    gen = np.random.default_rng(3)
+    seen, unseen = _split_classes(11, [0, 1, 2, 3, 2], gen)
+    assert len(seen) == 5 and len(unseen) == 6
+    assert set(seen.tolist()).isdisjoint(unseen.tolist()) and set(seen) | set(unseen) == set(range(11))
+    assert {0, 1, 2, 3} <= set(unseen.tolist())
+    # without constraints it is a plain seeded random half
+    a = _split_classes(10, [], np.random.default_rng(5))
+    b = _split_classes(10, [], np.random.default_rng(5))
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_sample_photos_exist():
+    photos = sample_photos()
+    names = [n for n, _ in photos]
+    assert "scikit-learn china.jpg" in names
+    assert all(p.is_file() for _, p in photos)
