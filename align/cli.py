@@ -659,3 +659,90 @@ def demo_command(out_dir, quick, seed, cache_dir, progress):
     for line in summary_lines(result):
         click.echo(line, err=True)
     emit(result.to_dict())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# unialign zeroshot  (issue 6: stitched zero-shot classification)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@main.command("zeroshot")
+@click.option("--projector", "projector_path", required=True,
+              help="A projector file from `unialign fit` (it names the source and target encoders).")
+@click.option("--images", "images", required=True,
+              help="A folder of images (class sub-folders or <wnid>_<name>.JPEG files give labels) or a dataset spec.")
+@click.option("--classes", "classes_spec", default="concepts:imagenet-1k", show_default=True,
+              help="The candidate classes: a dataset spec (concepts:imagenet-1k, text:FILE) or a text file, one "
+                   "class name per line.")
+@click.option("--template", "templates", multiple=True,
+              help="Prompt template with {} for the class name, repeatable (averaged). Default: the dataset's own "
+                   "prompt field when it has one (concepts: 'a photo of a {lemma}.'), else '{}'.")
+@click.option("--class-features", default=None,
+              help="Precomputed class vectors (n_classes, d) in the target space instead of embedding the names.")
+@click.option("--encoder", "encoder_spec", default=None, help="Override the source encoder named in the projector file.")
+@click.option("--text-encoder", "text_spec", default=None, help="Override the target encoder named in the projector file.")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Classes printed per image.")
+@click.option("--batch-size", type=int, default=None, help="Images per forward pass.")
+@click.option("--device", default=None, help="cpu, cuda, … for the encoders.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Feature cache folder.")
+@click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
+@handle_errors
+def zeroshot_command(projector_path, images, classes_spec, templates, class_features, encoder_spec, text_spec,
+                     top_k, batch_size, device, cache_dir, progress):
+    """Classify images zero-shot: source encoder -> projector -> nearest class prompt in the target space.
+
+    \b
+      unialign zeroshot --projector proj.pt --images photos/ --classes concepts:imagenet-1k
+    Prints {"n", "n_classes", "predictions": [{"id", "top": [{"class", "name", "score"}], "label"?}],
+    "accuracy": {"accuracy": {"top1", "top5"}, "chance", …} or null}; accuracy needs labelled images whose
+    classes are among --classes (ImageNet wnids map to concepts:* classes).
+    """
+    from pathlib import Path
+
+    import projectors
+
+    from .data import load_dataset
+    from .evaluation import build_zero_shot_classifier
+    from .stitch import dataset_labels_for_classes, load_stitched, zero_shot_classify
+
+    options = {"device": device} if device else {}
+    stitched = load_stitched(projector_path, load_projector=projectors.load_projector, encoder=encoder_spec,
+                             target=text_spec, **options)
+    dataset = load_dataset(images if ":" in images and not Path(images).exists() else f"imagefolder:{images}")
+    # the classes: names (and ids, to map ImageNet labels) from a dataset or a plain list
+    if Path(classes_spec).is_file():
+        names = [ln.strip() for ln in Path(classes_spec).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if not names:
+            raise ValueError(f"--classes file {classes_spec!r} holds no class names; write one per line")
+        class_ids, prompts_ds = names, None
+    else:
+        classes_ds = load_dataset(classes_spec)
+        field = "lemma" if "lemma" in classes_ds.fields else classes_ds.default_field
+        names = [classes_ds.get(i, field) for i in range(len(classes_ds))]
+        class_ids = list(classes_ds.ids)
+        prompts_ds = classes_ds if "prompt" in classes_ds.fields else None
+    if class_features is not None:
+        C = load_feature_option(class_features)
+        if C.ndim != 2 or C.shape[0] != len(names):
+            raise ValueError(f"--class-features must have one row per class ({len(names)}), got shape {C.shape}")
+        source = "class-features"
+    else:
+        text_encoder = stitched.target_encoder(**options)
+        if templates or prompts_ds is None:
+            C = build_zero_shot_classifier(text_encoder, names, list(templates) or ["{}"],
+                                           show_progress=progress)
+            source = "templates"
+        else:
+            from .features import embed as embed_features
+
+            C = np.asarray(embed_features(text_encoder, prompts_ds, field="prompt", cache_dir=cache_dir,
+                                          show_progress=progress).X)
+            source = "prompt field"
+    labels, note = dataset_labels_for_classes(dataset, class_ids, names)
+    result = zero_shot_classify(stitched, dataset, C, names, labels=labels, top_k=top_k, cache_dir=cache_dir,
+                                batch_size=batch_size, show_progress=progress)
+    out = {"projector": projector_path, "encoder": stitched.encoder.spec, "target": stitched.target,
+           "images": dataset.spec, "classes": classes_spec, "class_vectors": source, **result.to_dict()}
+    if labels is None:
+        out["note"] = f"no accuracy: {note}"
+    emit(out)
