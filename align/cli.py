@@ -746,3 +746,57 @@ def zeroshot_command(projector_path, images, classes_spec, templates, class_feat
     if labels is None:
         out["note"] = f"no accuracy: {note}"
     emit(out)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# unialign run  (issue 6: YAML experiments and ablation grids)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def experiment_runners():
+    """The matching and projector functions an experiment calls (align.experiment never imports them)."""
+    import matching
+    import projectors
+    from matching._api import check_method_params
+
+    from .experiment import Runners
+
+    return Runners(match_evaluate=matching.evaluate, make_projector=projectors.make_projector,
+                   matching_methods=tuple(matching.list_methods()),
+                   projector_kinds=tuple(p["kind"] for p in projectors.list_projectors()),
+                   check_match_params=check_method_params)
+
+
+@main.command("run")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Output folder (default: the config's `out`, else CONFIG's folder / CONFIG's name).")
+@click.option("--check", is_flag=True, help="Only validate the config and list the cells; compute nothing.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@handle_errors
+def run_command(config_path, out_dir, check, progress):
+    """Run an experiment or ablation grid from a YAML file; rerunning skips the finished cells.
+
+    Writes OUT/cells/*/<id>.json (one per finished cell), results.json, results.csv (mean ± std over seeds),
+    report.md and PNG plots; prints a JSON summary. The file is validated before any work starts. See
+    `align.experiment` for the format.
+    """
+    import dataclasses
+    from pathlib import Path
+
+    from .experiment import _cells, load_config, run_experiment
+
+    runners = experiment_runners()
+    cfg = load_config(config_path, runners)
+    if out_dir is not None:
+        cfg = dataclasses.replace(cfg, out=Path(out_dir))
+    if check:
+        cells = _cells(cfg)
+        counts: dict[str, int] = {}
+        for c in cells:
+            counts[c.task] = counts.get(c.task, 0) + 1
+        emit({"valid": True, "name": cfg.name, "out": str(cfg.out), "n_cells": len(cells), "cells": counts})
+        return
+    say = (lambda line: click.echo(line, err=True)) if progress else None
+    result = run_experiment(cfg, runners, show_progress=progress, say=say)
+    emit(result.to_dict())

@@ -1,0 +1,898 @@
+"""``unialign run exp.yaml``: experiments and ablation grids from a YAML file, resumable, with a report.
+
+A config names feature sets (an encoder on a dataset, through the feature cache, or a precomputed file), the pairs
+to study, and up to three tasks: ``similarity`` (metrics, optional permutation null, layer × layer sweeps),
+``matching`` (training-free methods vs number of known pairs, the base/query protocol) and ``projectors``
+(projector kinds fitted on a train split, retrieval on the held-out split, training curves). Each method entry may
+carry a ``grid`` of parameter values; the top-level ``seeds`` repeat every cell.
+
+The experiment is cut into **cells** (one task × pair × method × parameter combination × number of known pairs ×
+seed). Each finished cell is written atomically to ``OUT/cells/<task>/<id>.json``, where ``id`` hashes everything
+that determines the result (the cell's settings and the fingerprints of its features), so a killed run, rerun,
+recomputes only the missing cells, and a changed setting never reuses a stale one. After the last cell the run
+writes ``results.json`` (every cell and the aggregates), ``results.csv`` (one row per aggregate: mean ± std over
+seeds and splits), ``report.md`` and its PNG plots.
+
+Example::
+
+    name: multi30k-en-de
+    seeds: [0]
+    features:
+      en_minilm: {encoder: minilm, dataset: "multi30k:test.en"}
+      de_e5: {encoder: e5-small, dataset: "multi30k:test.de"}
+    pairs: [[en_minilm, de_e5]]
+    similarity: {metrics: [linear_cka, {name: mutual_knn, params: {k: 10}}], permutations: 20}
+    matching:
+      methods: [faq, local_cka, {name: procrustes}]
+      n_seeds: [10, 30, 100, 300]
+      n_query: 100
+      n_splits: 5
+    projectors:
+      kinds: [procrustes, {kind: mlp, params: {max_epochs: 20}}]
+      test_fraction: 0.2
+
+The whole file is validated before any work starts: unknown keys, wrong types, unknown names and missing files are
+errors that name the key (``matching.methods[1].name: unknown method 'fqa'; valid: …``).
+
+:func:`run_experiment` receives the matching and projector functions through :class:`Runners` (the command line
+passes ``matching.evaluate`` and ``projectors.make_projector``), keeping :mod:`align` free of imports of
+``matching`` and ``projectors``.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import itertools
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ._io import atomic_write
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Runners", "ExperimentConfig", "ExperimentResult", "load_config", "validate_config", "run_experiment"]
+
+CELL_FORMAT = 1
+
+
+class ConfigError(ValueError):
+    """A problem with the experiment file, naming the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Runners:
+    """The functions of ``matching`` and ``projectors`` an experiment calls (injected by the command line).
+
+    Attributes
+    ----------
+    match_evaluate : callable
+        ``matching.evaluate(X, Y, method, n_seeds=, n_query=, n_splits=, rng=, **params) -> EvaluationResult``.
+    make_projector : callable
+        ``projectors.make_projector(kind, **params)``.
+    matching_methods : sequence of str
+        Valid method names (``matching.list_methods()``).
+    projector_kinds : sequence of str
+        Valid projector kinds.
+    check_match_params : callable, optional
+        ``(method, params) -> None``; raises for unknown parameter names.
+    """
+
+    match_evaluate: Callable | None = None
+    make_projector: Callable | None = None
+    matching_methods: Sequence[str] = ()
+    projector_kinds: Sequence[str] = ()
+    check_match_params: Callable | None = None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The config: parsing and strict validation
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    file: str | None = None
+    key: str | None = None
+    encoder: str | None = None
+    dataset: str | None = None
+    field: str | None = None
+    encoder_options: dict = dataclasses.field(default_factory=dict)
+    dataset_options: dict = dataclasses.field(default_factory=dict)
+    layers: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """One method / metric / projector kind with fixed params and a grid of varied ones."""
+
+    name: str
+    params: dict
+    grid: dict
+
+    def combos(self) -> list[dict]:
+        """Every parameter setting: ``params`` updated with one point of the grid (sorted keys)."""
+        if not self.grid:
+            return [dict(self.params)]
+        keys = sorted(self.grid)
+        return [{**self.params, **dict(zip(keys, values))} for values in itertools.product(*(self.grid[k] for k in keys))]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    out: Path
+    seeds: tuple
+    cache_dir: str | None
+    features: dict
+    pairs: tuple
+    similarity: dict | None
+    matching: dict | None
+    projectors: dict | None
+    source: dict = dataclasses.field(repr=False, default_factory=dict)
+
+
+_TOP_KEYS = {"name", "out", "seeds", "cache_dir", "features", "pairs", "similarity", "matching", "projectors"}
+_FEATURE_KEYS = {"file", "encoder", "dataset", "field", "encoder_options", "dataset_options", "layers"}
+_SIM_KEYS = {"metrics", "permutations"}
+_MATCH_KEYS = {"methods", "n_seeds", "n_query", "n_splits", "seed_selection"}
+_PROJ_KEYS = {"kinds", "test_fraction", "ks"}
+
+
+def _fail(key: str, message: str) -> ConfigError:
+    return ConfigError(f"{key}: {message}")
+
+
+def _check_keys(obj: Any, allowed: set, key: str, required: Sequence[str] = ()) -> dict:
+    if not isinstance(obj, Mapping):
+        raise _fail(key, f"must be a mapping, got {type(obj).__name__}")
+    unknown = sorted(set("null" if k is None else str(k) for k in obj) - allowed)  # YAML reads `null:` as None
+    if unknown:
+        raise _fail(f"{key}.{unknown[0]}" if key else unknown[0],
+                    f"unknown key; valid keys here: {', '.join(sorted(allowed))}")
+    for r in required:
+        if r not in obj:
+            raise _fail(f"{key}.{r}" if key else r, "is required")
+    return dict(obj)
+
+
+def _want(value: Any, types, key: str, what: str):
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise _fail(key, f"must be {what}, got {value!r}")
+    if not isinstance(value, types):
+        raise _fail(key, f"must be {what}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _int_list(value: Any, key: str, *, min_value: int = 0) -> tuple:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    _want(value, list, key, "an integer or a list of integers")
+    if not value:
+        raise _fail(key, "must not be empty")
+    for i, v in enumerate(value):
+        _want(v, int, f"{key}[{i}]", "an integer")
+        if v < min_value:
+            raise _fail(f"{key}[{i}]", f"must be >= {min_value}, got {v}")
+    return tuple(value)
+
+
+def _method_list(value: Any, key: str, name_key: str, valid: Sequence[str]) -> list[MethodSpec]:
+    _want(value, list, key, f"a list of names or {{{name_key}: …, params: …, grid: …}} mappings")
+    if not value:
+        raise _fail(key, "must not be empty")
+    out = []
+    for i, entry in enumerate(value):
+        k = f"{key}[{i}]"
+        if isinstance(entry, str):
+            entry = {name_key: entry}
+        entry = _check_keys(entry, {name_key, "params", "grid"}, k, required=(name_key,))
+        name = _want(entry[name_key], str, f"{k}.{name_key}", "a string")
+        if valid and name not in valid:
+            raise _fail(f"{k}.{name_key}", f"unknown {name_key} {name!r}; valid: {', '.join(valid)}")
+        params = entry.get("params") or {}
+        _want(params, dict, f"{k}.params", "a mapping of parameter names to values")
+        grid = entry.get("grid") or {}
+        _want(grid, dict, f"{k}.grid", "a mapping of parameter names to lists of values")
+        for g, vals in grid.items():
+            _want(vals, list, f"{k}.grid.{g}", "a list of values")
+            if not vals:
+                raise _fail(f"{k}.grid.{g}", "must not be empty")
+            if g in params:
+                raise _fail(f"{k}.grid.{g}", "is also fixed in params; keep it in one place")
+        out.append(MethodSpec(name=name, params=dict(params), grid={str(g): list(v) for g, v in grid.items()}))
+    return out
+
+
+def _check_encoder_spec(spec: str, key: str) -> None:
+    from .encoders import list_encoders
+
+    names, prefixes = set(), set()
+    for info in list_encoders():
+        s = info.spec
+        if "<" in s:
+            prefixes.add(s.split(":", 1)[0] + ":")
+        else:
+            names.add(s)
+    if spec in names:
+        return
+    prefix = spec.split(":", 1)[0] + ":" if ":" in spec else None
+    if prefix not in prefixes:
+        raise _fail(key, f"unknown encoder {spec!r}; use one of {', '.join(sorted(names))} or a prefix "
+                         f"{', '.join(sorted(prefixes))}")
+    if prefix == "file:":
+        path = spec[len("file:"):].rsplit(":", 1)[0] if spec.count(":") > 1 else spec[len("file:"):]
+        if not Path(path).expanduser().exists():
+            raise _fail(key, f"feature file {path!r} does not exist")
+
+
+def load_config(path: str | os.PathLike, runners: Runners | None = None) -> ExperimentConfig:
+    """Read and validate an experiment file (see the module docstring); nothing is computed."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(first[:3])})") from None
+    return validate_config(raw, base_dir=path.parent, default_out=path.parent / path.stem, runners=runners)
+
+
+def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out: str | os.PathLike | None = None,
+                    runners: Runners | None = None) -> ExperimentConfig:
+    """Check every key, type, name and file of a parsed config; raise :class:`ConfigError` naming the key.
+
+    Relative paths (``out``, feature ``file``) are relative to ``base_dir`` (the YAML file's folder). Datasets are
+    opened (cheap: no encoder runs) so that a missing file is found now rather than halfway through the run.
+    """
+    from .data import load_dataset
+    from .similarity import list_metrics
+
+    runners = runners or Runners()
+    base = Path(base_dir)
+    cfg = _check_keys(raw if raw is not None else {}, _TOP_KEYS, "", required=("features", "pairs"))
+    name = _want(cfg.get("name", "experiment"), str, "name", "a string")
+    out = Path(_want(cfg.get("out", str(default_out or base / name)), str, "out", "a path string"))
+    out = out if out.is_absolute() else base / out
+    seeds = _int_list(cfg.get("seeds", [0]), "seeds")
+    if len(set(seeds)) != len(seeds):
+        raise _fail("seeds", f"has repeated values {list(seeds)}")
+    cache_dir = cfg.get("cache_dir")
+    if cache_dir is not None:
+        _want(cache_dir, str, "cache_dir", "a path string")
+
+    feats_raw = cfg["features"]
+    if not isinstance(feats_raw, Mapping):
+        raise _fail("features", f"must be a mapping of name -> feature set, got {type(feats_raw).__name__}")
+    if not feats_raw:
+        raise _fail("features", "must name at least one feature set")
+    features: dict[str, FeatureSpec] = {}
+    for fname, spec in feats_raw.items():
+        k = f"features.{fname}"
+        if isinstance(spec, str):
+            spec = {"file": spec}
+        spec = _check_keys(spec, _FEATURE_KEYS, k)
+        if ("file" in spec) == ("encoder" in spec):
+            raise _fail(k, "give either `file` (precomputed features) or `encoder` and `dataset`")
+        if "file" in spec:
+            extra = sorted(set(spec) - {"file"})
+            if extra:
+                raise _fail(f"{k}.{extra[0]}", "only applies to features made by an encoder")
+            file = _want(spec["file"], str, f"{k}.file", "a path string (FILE or FILE:KEY)")
+            fkey = None
+            p = Path(file).expanduser()
+            p = p if p.is_absolute() else base / p
+            if not p.is_file() and ":" in file:
+                head, fkey = file.rsplit(":", 1)
+                p = Path(head).expanduser()
+                p = p if p.is_absolute() else base / p
+            if not p.is_file():
+                raise _fail(f"{k}.file", f"feature file {str(p)!r} does not exist")
+            features[fname] = FeatureSpec(fname, file=str(p), key=fkey)
+            continue
+        if "dataset" not in spec:
+            raise _fail(f"{k}.dataset", "is required with `encoder`")
+        enc = _want(spec["encoder"], str, f"{k}.encoder", "an encoder spec string")
+        _check_encoder_spec(enc, f"{k}.encoder")
+        ds = _want(spec["dataset"], str, f"{k}.dataset", "a dataset spec string")
+        eopts = _want(spec.get("encoder_options", {}) or {}, dict, f"{k}.encoder_options", "a mapping")
+        dopts = _want(spec.get("dataset_options", {}) or {}, dict, f"{k}.dataset_options", "a mapping")
+        try:
+            dataset = load_dataset(ds, **dopts)
+        except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
+            raise _fail(f"{k}.dataset", str(exc).splitlines()[0]) from None
+        field = spec.get("field")
+        if field is not None:
+            _want(field, str, f"{k}.field", "a field name")
+            if field not in dataset.fields:
+                raise _fail(f"{k}.field", f"dataset {ds!r} has no field {field!r}; fields: {', '.join(dataset.fields)}")
+        layers = spec.get("layers") or []
+        if isinstance(layers, (str, int)) and not isinstance(layers, bool):
+            layers = [layers]
+        _want(layers, list, f"{k}.layers", "a list of layer names or indices")
+        features[fname] = FeatureSpec(fname, encoder=enc, dataset=ds, field=field, encoder_options=dict(eopts),
+                                      dataset_options=dict(dopts), layers=tuple(layers))
+
+    pairs_raw = _want(cfg["pairs"], list, "pairs", "a list of [X, Y] feature-name pairs")
+    if not pairs_raw:
+        raise _fail("pairs", "must hold at least one [X, Y] pair")
+    pairs = []
+    for i, pair in enumerate(pairs_raw):
+        if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(p, str) for p in pair):
+            raise _fail(f"pairs[{i}]", f"must be [X, Y] with two feature names, got {pair!r}")
+        for p in pair:
+            if p not in features:
+                raise _fail(f"pairs[{i}]", f"unknown feature set {p!r}; defined: {', '.join(features)}")
+        pairs.append(tuple(pair))
+
+    tasks = [t for t in ("similarity", "matching", "projectors") if cfg.get(t) is not None]
+    if not tasks:
+        raise _fail("similarity", "no task given: add at least one of similarity, matching, projectors")
+
+    similarity = None
+    if cfg.get("similarity") is not None:
+        s = _check_keys(cfg["similarity"], _SIM_KEYS, "similarity", required=("metrics",))
+        metrics = _method_list(s["metrics"], "similarity.metrics", "name", sorted(list_metrics()))
+        null = _want(s.get("permutations", 0), int, "similarity.permutations",
+                     "an integer (permutations of the null, 0 for none)")
+        if null < 0:
+            raise _fail("similarity.permutations", f"must be >= 0, got {null}")
+        similarity = {"metrics": metrics, "null": null}
+
+    matching = None
+    if cfg.get("matching") is not None:
+        m = _check_keys(cfg["matching"], _MATCH_KEYS, "matching", required=("methods", "n_seeds"))
+        methods = _method_list(m["methods"], "matching.methods", "name", list(runners.matching_methods))
+        if runners.check_match_params is not None:
+            for i, spec in enumerate(methods):
+                try:
+                    runners.check_match_params(spec.name, {**spec.params, **{g: v[0] for g, v in spec.grid.items()}})
+                except (TypeError, ValueError) as exc:
+                    raise _fail(f"matching.methods[{i}].params", str(exc).splitlines()[0]) from None
+        n_seeds = _int_list(m["n_seeds"], "matching.n_seeds")
+        n_query = _want(m.get("n_query", 100), int, "matching.n_query", "an integer")
+        n_splits = _want(m.get("n_splits", 5), int, "matching.n_splits", "an integer")
+        if n_query < 1 or n_splits < 1:
+            raise _fail("matching.n_query" if n_query < 1 else "matching.n_splits", "must be >= 1")
+        selection = _want(m.get("seed_selection", "random"), str, "matching.seed_selection", "'random' or 'kmeans'")
+        if selection not in ("random", "kmeans"):
+            raise _fail("matching.seed_selection", f"must be 'random' or 'kmeans', got {selection!r}")
+        matching = {"methods": methods, "n_seeds": n_seeds, "n_query": n_query, "n_splits": n_splits,
+                    "seed_selection": selection}
+
+    projectors = None
+    if cfg.get("projectors") is not None:
+        p = _check_keys(cfg["projectors"], _PROJ_KEYS, "projectors", required=("kinds",))
+        kinds = _method_list(p["kinds"], "projectors.kinds", "kind", list(runners.projector_kinds))
+        if runners.make_projector is not None:
+            for i, spec in enumerate(kinds):
+                try:
+                    runners.make_projector(spec.name, **{**spec.params, **{g: v[0] for g, v in spec.grid.items()}})
+                except (TypeError, ValueError) as exc:
+                    raise _fail(f"projectors.kinds[{i}].params", str(exc).splitlines()[0]) from None
+        test_fraction = _want(p.get("test_fraction", 0.2), (float, int), "projectors.test_fraction", "a number")
+        if not 0 < float(test_fraction) < 1:
+            raise _fail("projectors.test_fraction", f"must be between 0 and 1, got {test_fraction}")
+        ks = _int_list(p.get("ks", [1, 5, 10]), "projectors.ks", min_value=1)
+        projectors = {"kinds": kinds, "test_fraction": float(test_fraction), "ks": tuple(sorted(set(ks)))}
+
+    return ExperimentConfig(name=name, out=out, seeds=seeds, cache_dir=cache_dir, features=features,
+                            pairs=tuple(pairs), similarity=similarity, matching=matching, projectors=projectors,
+                            source=_plain(raw))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _per_item(dataset, field: str, X: np.ndarray) -> np.ndarray:
+    """One row per item: the mean of an item's rows when a field has several (e.g. 5 captions per image)."""
+    item_of_row = np.asarray(dataset.item_of_row(field))
+    if len(item_of_row) == len(dataset) and np.array_equal(item_of_row, np.arange(len(dataset))):
+        return np.asarray(X)
+    sums = np.zeros((len(dataset), X.shape[1]), dtype=np.float64)
+    np.add.at(sums, item_of_row, np.asarray(X, dtype=np.float64))
+    counts = np.bincount(item_of_row, minlength=len(dataset))[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _FeatureStore:
+    """Loads each feature set once, on first use: ``{layer: (n, d)}`` arrays and a fingerprint."""
+
+    def __init__(self, cfg: ExperimentConfig, show_progress: bool):
+        self.cfg = cfg
+        self.show_progress = show_progress
+        self._layers: dict[str, dict[str, np.ndarray]] = {}
+        self._fingerprints: dict[str, str] = {}
+
+    def fingerprint(self, name: str) -> str:
+        """What the features are: the file's sha256, or the feature-cache key (computed without encoding)."""
+        if name not in self._fingerprints:
+            spec = self.cfg.features[name]
+            if spec.file is not None:
+                self._fingerprints[name] = f"file:{_file_digest(spec.file)}:{spec.key or ''}"
+            else:
+                self._fingerprints[name] = "cache:" + self._embed(name)[1]
+        return self._fingerprints[name]
+
+    def layers(self, name: str) -> dict[str, np.ndarray]:
+        if name not in self._layers:
+            spec = self.cfg.features[name]
+            if spec.file is not None:
+                from ._io import load_features
+
+                source = spec.file if spec.key is None else f"{spec.file}:{spec.key}"
+                X = np.asarray(load_features(spec.file, key=spec.key), dtype=np.float32)
+                if X.ndim != 2:
+                    raise ValueError(f"features.{name}: {source!r} holds an array of shape {X.shape}; expected (n, d)")
+                self._layers[name] = {"features": X}
+            else:
+                self._embed(name)
+        return self._layers[name]
+
+    def X(self, name: str) -> np.ndarray:
+        return next(iter(self.layers(name).values()))
+
+    def _embed(self, name: str):
+        from .data import load_dataset
+        from .encoders import load_encoder
+        from .features import embed
+
+        spec = self.cfg.features[name]
+        options = dict(spec.encoder_options)
+        if spec.layers:
+            options["layers"] = list(spec.layers)
+        encoder = load_encoder(spec.encoder, **options)
+        dataset = load_dataset(spec.dataset, **spec.dataset_options)
+        field = dataset.resolve_field(spec.field)
+        feats = embed(encoder, dataset, field=field, cache_dir=self.cfg.cache_dir, show_progress=self.show_progress)
+        self._layers[name] = {layer: _per_item(dataset, field, np.asarray(arr)) for layer, arr in feats.layers.items()}
+        self._fingerprints[name] = "cache:" + feats.key
+        return self._layers[name], feats.key
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Cells
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    task: str
+    x: str
+    y: str
+    method: str
+    params: dict
+    seed: int
+    n_seeds: int | None = None
+
+    def describe(self) -> dict:
+        return {"task": self.task, "x": self.x, "y": self.y, "method": self.method, "params": self.params,
+                "seed": self.seed, "n_seeds": self.n_seeds}
+
+
+def _cells(cfg: ExperimentConfig) -> list[Cell]:
+    cells = []
+    for x, y in cfg.pairs:
+        if cfg.similarity:
+            # the metric is deterministic: the seed only draws the null's permutations
+            seeds = cfg.seeds if cfg.similarity["null"] else cfg.seeds[:1]
+            for spec in cfg.similarity["metrics"]:
+                for params in spec.combos():
+                    for seed in seeds:
+                        cells.append(Cell("similarity", x, y, spec.name, params, seed))
+        if cfg.matching:
+            for spec in cfg.matching["methods"]:
+                for params in spec.combos():
+                    for k in cfg.matching["n_seeds"]:
+                        for seed in cfg.seeds:
+                            cells.append(Cell("matching", x, y, spec.name, params, seed, n_seeds=k))
+        if cfg.projectors:
+            for spec in cfg.projectors["kinds"]:
+                for params in spec.combos():
+                    for seed in cfg.seeds:
+                        cells.append(Cell("projectors", x, y, spec.name, params, seed))
+    return cells
+
+
+def _task_settings(cfg: ExperimentConfig, task: str) -> dict:
+    if task == "similarity":
+        return {"null": cfg.similarity["null"]}
+    if task == "matching":
+        return {k: cfg.matching[k] for k in ("n_query", "n_splits", "seed_selection")}
+    return {"test_fraction": cfg.projectors["test_fraction"], "ks": list(cfg.projectors["ks"])}
+
+
+def _cell_id(cell: Cell, settings: dict, fx: str, fy: str) -> str:
+    desc = {"format": CELL_FORMAT, **cell.describe(), "settings": settings, "features": [fx, fy]}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _run_similarity(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig) -> dict:
+    from .similarity import compare, layer_sweep, permutation_null
+
+    lx, ly = store.layers(cell.x), store.layers(cell.y)
+    out: dict[str, Any] = {}
+    if len(lx) > 1 or len(ly) > 1:
+        sweep = layer_sweep(lx, ly, cell.method, **cell.params)
+        out["sweep"] = sweep.to_dict()
+    X, Y = next(iter(lx.values())), next(iter(ly.values()))
+    if cfg.similarity["null"]:
+        r = permutation_null(X, Y, cell.method, cfg.similarity["null"], cell.seed, **cell.params)
+        out.update(value=r.observed, null_mean=r.null_mean, null_std=r.null_std, p_value=r.p_value,
+                   n_permutations=r.n_permutations, n=r.n)
+    else:
+        r = compare(X, Y, cell.method, **cell.params)
+        out.update(value=r.value, n=r.n)
+    return out
+
+
+def _run_matching(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runners: Runners) -> dict:
+    m = cfg.matching
+    res = runners.match_evaluate(store.X(cell.x), store.X(cell.y), cell.method, n_seeds=cell.n_seeds,
+                                 n_query=m["n_query"], n_splits=m["n_splits"], seed_selection=m["seed_selection"],
+                                 rng=cell.seed, **cell.params)
+    d = res.to_dict() if hasattr(res, "to_dict") else dict(res)
+    return {"accuracy": float(d["accuracy"]), "accuracies": [float(a) for a in d["accuracies"]],
+            "recall": d.get("recall"), "seconds": d.get("seconds")}
+
+
+def _run_projector(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runners: Runners) -> dict:
+    from .evaluation import retrieval_metrics
+
+    X, Y = np.asarray(store.X(cell.x)), np.asarray(store.X(cell.y))
+    n = X.shape[0]
+    n_test = max(1, int(round(cfg.projectors["test_fraction"] * n)))
+    perm = np.random.default_rng(cell.seed).permutation(n)
+    test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    params = dict(cell.params)
+    proj = runners.make_projector(cell.method, **params)
+    if "rng" in getattr(proj, "get_params", lambda: {})() and "rng" not in params:
+        proj.set_params(rng=cell.seed)
+    t0 = time.perf_counter()
+    proj.fit(X[train], Y[train])
+    fit_s = time.perf_counter() - t0
+    transform_y = getattr(proj, "transform_y", lambda A: A)
+    res = retrieval_metrics(proj.transform(X[test]), transform_y(Y[test]), ks=cfg.projectors["ks"])
+    out = {"retrieval": res.to_dict(), "n_train": int(len(train)), "n_test": int(len(test)), "fit_seconds": fit_s}
+    tr = getattr(proj, "train_result_", None)
+    if tr is not None:
+        out["history"] = [{k: v for k, v in rec.items() if isinstance(v, (int, float))} for rec in tr.history]
+        out["best_epoch"] = int(tr.best_epoch)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Run
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentResult:
+    """What a run produced.
+
+    Attributes
+    ----------
+    out : Path
+    n_cells, n_computed, n_cached : int
+        Cells in the experiment, computed by this call, and found finished on disk.
+    files : dict
+        ``{"results.json": …, "results.csv": …, "report.md": …, <plot>: …}``.
+    aggregates : list of dict
+        The rows of ``results.csv``.
+    seconds : float
+    """
+
+    out: Path
+    n_cells: int
+    n_computed: int
+    n_cached: int
+    files: dict
+    aggregates: list
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"out": str(self.out), "n_cells": self.n_cells, "n_computed": self.n_computed,
+                "n_cached": self.n_cached, "files": {k: str(v) for k, v in self.files.items()},
+                "seconds": self.seconds}
+
+
+def run_experiment(cfg: ExperimentConfig, runners: Runners, *, show_progress: bool = False,
+                   say: Callable[[str], None] | None = None) -> ExperimentResult:
+    """Run every unfinished cell of ``cfg``, then write results.json, results.csv, report.md and the plots.
+
+    Cells already on disk (same settings, same feature fingerprints) are read, not recomputed. A failing cell
+    stops the run with its error; the cells finished before it stay on disk for the rerun.
+    """
+    say = say or log.info
+    t0 = time.perf_counter()
+    out = cfg.out
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "config.json", "w") as f:
+        json.dump(cfg.source, f, indent=2, default=str)
+    store = _FeatureStore(cfg, show_progress)
+    cells = _cells(cfg)
+    needed = {c.task for c in cells}
+    if "matching" in needed and runners.match_evaluate is None:
+        raise ValueError("this experiment has a matching task but no matching evaluator was given")
+    if "projectors" in needed and runners.make_projector is None:
+        raise ValueError("this experiment has a projectors task but no projector factory was given")
+    records, n_cached, n_computed = [], 0, 0
+    it = cells
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(cells, desc=f"{cfg.name}", unit="cell")
+    for cell in it:
+        settings = _task_settings(cfg, cell.task)
+        cid = _cell_id(cell, settings, store.fingerprint(cell.x), store.fingerprint(cell.y))
+        path = out / "cells" / cell.task / f"{cid}.json"
+        record = _read_cell(path)
+        if record is not None:
+            n_cached += 1
+        else:
+            t = time.perf_counter()
+            if cell.task == "similarity":
+                result = _run_similarity(cell, store, cfg)
+            elif cell.task == "matching":
+                result = _run_matching(cell, store, cfg, runners)
+            else:
+                result = _run_projector(cell, store, cfg, runners)
+            record = {"id": cid, **cell.describe(), "settings": settings, "result": result,
+                      "seconds": time.perf_counter() - t}
+            with atomic_write(path, "w") as f:
+                json.dump(record, f, default=_json_default)
+            n_computed += 1
+        records.append(record)
+    say(f"{len(cells)} cells: {n_computed} computed, {n_cached} already done")
+    aggregates = _aggregate(records, cfg)
+    files = _write_outputs(cfg, records, aggregates, out)
+    seconds = time.perf_counter() - t0
+    return ExperimentResult(out=out, n_cells=len(cells), n_computed=n_computed, n_cached=n_cached, files=files,
+                            aggregates=aggregates, seconds=round(seconds, 2))
+
+
+def _read_cell(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        return record if isinstance(record, dict) and "result" in record else None
+    except (OSError, json.JSONDecodeError):
+        log.warning("unreadable cell %s: recomputing it", path)
+        return None
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return repr(obj)
+
+
+def _params_label(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+
+def _aggregate(records: list[dict], cfg: ExperimentConfig) -> list[dict]:
+    """Mean ± std per (task, pair, method, params[, n_seeds]) and measure, over seeds (and splits for matching)."""
+    from .report import mean_std
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        key = (r["task"], r["x"], r["y"], r["method"], json.dumps(r["params"], sort_keys=True, default=str),
+               r.get("n_seeds"))
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (task, x, y, method, params_json, n_seeds), rs in groups.items():
+        base = {"task": task, "x": x, "y": y, "method": method, "params": params_json, "n_seeds": n_seeds}
+        measures: dict[str, list[float]] = {}
+        if task == "similarity":
+            for r in rs:
+                for k in ("value", "null_mean", "null_std", "p_value"):
+                    if r["result"].get(k) is not None:
+                        measures.setdefault(k, []).append(float(r["result"][k]))
+        elif task == "matching":
+            for r in rs:
+                measures.setdefault("accuracy", []).extend(r["result"]["accuracies"])
+        else:
+            for r in rs:
+                for direction in ("query_to_gallery", "gallery_to_query"):
+                    short = "x2y" if direction == "query_to_gallery" else "y2x"
+                    for k, v in r["result"]["retrieval"][direction].items():
+                        if k.startswith("R@") or k in ("mAP", "median_rank"):
+                            measures.setdefault(f"{short} {k}", []).append(float(v))
+        for measure, values in measures.items():
+            m, s = mean_std(values)
+            rows.append({**base, "measure": measure, "mean": m, "std": s, "n": len(values)})
+    return rows
+
+
+def _write_outputs(cfg: ExperimentConfig, records: list[dict], aggregates: list[dict], out: Path) -> dict:
+    files: dict[str, Path] = {}
+    with atomic_write(out / "results.json", "w") as f:
+        json.dump({"name": cfg.name, "config": cfg.source, "aggregates": aggregates, "cells": records}, f,
+                  indent=1, default=_json_default)
+    files["results.json"] = out / "results.json"
+    buf = io.StringIO()
+    fields = ["task", "x", "y", "method", "params", "n_seeds", "measure", "mean", "std", "n"]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for row in aggregates:
+        writer.writerow({k: row.get(k) for k in fields})
+    with atomic_write(out / "results.csv", "w") as f:
+        f.write(buf.getvalue())
+    files["results.csv"] = out / "results.csv"
+    files.update(_plots(cfg, records, aggregates, out))
+    with atomic_write(out / "report.md", "w") as f:
+        f.write(_report(cfg, records, aggregates, files))
+    files["report.md"] = out / "report.md"
+    for path in files.values():  # temporary files are private (0600); results are for reading
+        os.chmod(path, 0o644)
+    return files
+
+
+def _plots(cfg: ExperimentConfig, records: list[dict], aggregates: list[dict], out: Path) -> dict:
+    from .report import plot_curves, plot_heatmap
+
+    files: dict[str, Path] = {}
+    sims = [a for a in aggregates if a["task"] == "similarity" and a["measure"] == "value"]
+    if sims:
+        xs = list(dict.fromkeys(a["x"] for a in sims))
+        ys = list(dict.fromkeys(a["y"] for a in sims))
+        matrices = {}
+        for a in sims:
+            title = a["method"] + (f" ({_params_label(json.loads(a['params']))})" if a["params"] != "{}" else "")
+            M = matrices.setdefault(title, np.full((len(xs), len(ys)), np.nan))
+            M[xs.index(a["x"]), ys.index(a["y"])] = a["mean"]
+        files["similarity.png"] = plot_heatmap(matrices, xs, ys, out / "similarity.png", vmin=None, vmax=None,
+                                               xlabel="Y", ylabel="X")
+        sweeps = {}
+        for r in records:
+            if r["task"] == "similarity" and "sweep" in r["result"] and (r["x"], r["y"], r["method"]) not in sweeps:
+                sweeps[(r["x"], r["y"], r["method"])] = r["result"]["sweep"]
+        for i, ((x, y, metric), sw) in enumerate(sweeps.items()):
+            name = f"layers_{i}.png"
+            files[name] = plot_heatmap({f"{metric}: {x} × {y}": np.asarray(sw["matrix"])}, sw["layers_x"],
+                                       sw["layers_y"], out / name, vmin=None, vmax=None, xlabel=y, ylabel=x)
+    match = [a for a in aggregates if a["task"] == "matching"]
+    if match:
+        panels: dict[str, dict] = {}
+        for a in sorted(match, key=lambda a: a["n_seeds"]):
+            label = a["method"] + (f" ({_params_label(json.loads(a['params']))})" if a["params"] != "{}" else "")
+            series = panels.setdefault(f"{a['x']} -> {a['y']}", {}).setdefault(label, ([], [], []))
+            series[0].append(a["n_seeds"])
+            series[1].append(a["mean"])
+            series[2].append(a["std"])
+        logx = min(cfg.matching["n_seeds"]) > 0 and max(cfg.matching["n_seeds"]) / min(cfg.matching["n_seeds"]) >= 10
+        files["matching.png"] = plot_curves(panels, out / "matching.png", xlabel="known pairs (seeds)",
+                                            ylabel=f"accuracy on {cfg.matching['n_query']} hidden items",
+                                            logx=logx, ylim=(0, 1), reference={"chance": 1 / cfg.matching["n_query"]})
+    proj = [a for a in aggregates if a["task"] == "projectors" and " R@" in a["measure"]]
+    if proj:
+        panels = {}
+        for a in proj:
+            direction, k = a["measure"].split(" R@")
+            label = a["method"] + (f" ({_params_label(json.loads(a['params']))})" if a["params"] != "{}" else "")
+            series = panels.setdefault(f"{a['x']} -> {a['y']} ({direction})", {}).setdefault(label, ([], [], []))
+            series[0].append(int(k))
+            series[1].append(a["mean"])
+            series[2].append(a["std"])
+        for series in panels.values():
+            for label, (ks, means, stds) in list(series.items()):
+                order = np.argsort(ks)
+                series[label] = ([ks[i] for i in order], [means[i] for i in order], [stds[i] for i in order])
+        files["recall.png"] = plot_curves(panels, out / "recall.png", xlabel="k", ylabel="Recall@k (held-out)",
+                                          ylim=(0, 1))
+        curves: dict[str, dict] = {}
+        for r in records:
+            hist = r["result"].get("history") if r["task"] == "projectors" else None
+            if hist:
+                label = f"{r['method']} seed {r['seed']}" + (f" ({_params_label(r['params'])})" if r["params"] else "")
+                epochs = [h["epoch"] for h in hist]
+                curves.setdefault(f"{r['x']} -> {r['y']}: training loss", {})[label] = (
+                    epochs, [h.get("loss", np.nan) for h in hist], None)
+                if any("val_R@1" in h for h in hist):
+                    curves.setdefault(f"{r['x']} -> {r['y']}: validation R@1", {})[label] = (
+                        epochs, [h.get("val_R@1", np.nan) for h in hist], None)
+        if curves:
+            files["training.png"] = plot_curves(curves, out / "training.png", xlabel="epoch", ylabel="value")
+    return files
+
+
+def _report(cfg: ExperimentConfig, records: list[dict], aggregates: list[dict], files: dict) -> str:
+    from .report import fmt_mean_std, markdown_table
+
+    L = [f"# {cfg.name}\n"]
+    L.append(f"{len(records)} cells, seeds {list(cfg.seeds)}. Every number comes from the cells in `cells/`; "
+             "`results.csv` has one row per aggregate (mean ± std over seeds, and over splits for matching).\n")
+    L.append("## Features\n")
+    rows = []
+    for name, spec in cfg.features.items():
+        what = (spec.file + (f":{spec.key}" if spec.key else "")) if spec.file else f"{spec.encoder} on {spec.dataset}" + (f" ({spec.field})" if spec.field else "")
+        rows.append([name, what, ", ".join(map(str, spec.layers)) or "–"])
+    L.append(markdown_table(["name", "source", "layers"], rows) + "\n")
+    sims = [a for a in aggregates if a["task"] == "similarity"]
+    if sims:
+        L.append("## Similarity\n")
+        if "similarity.png" in files:
+            L.append(f"![similarity]({files['similarity.png'].name})\n")
+        for name in sorted(k for k in files if k.startswith("layers_")):
+            L.append(f"![layer sweep]({files[name].name})\n")
+        by = {}
+        for a in sims:
+            by.setdefault((a["x"], a["y"], a["method"], a["params"]), {})[a["measure"]] = a
+        rows = []
+        for (x, y, method, params), ms in by.items():
+            v = ms["value"]
+            null = ms.get("null_mean")
+            rows.append([x, y, method + (f" ({_params_label(json.loads(params))})" if params != "{}" else ""),
+                         f"{v['mean']:.4f}", fmt_mean_std(null["mean"], ms["null_std"]["mean"], 4) if null else "–",
+                         f"{ms['p_value']['mean']:.3f}" if "p_value" in ms else "–"])
+        L.append(markdown_table(["X", "Y", "metric", "value", "null (mean ± std)", "p"], rows) + "\n")
+    match = [a for a in aggregates if a["task"] == "matching"]
+    if match:
+        m = cfg.matching
+        L.append("## Matching vs number of known pairs\n")
+        L.append(f"{m['n_query']} hidden query items per split, {m['n_splits']} splits per seed, seeds "
+                 f"{list(cfg.seeds)}; mean ± std over all splits (chance {1 / m['n_query']:.3f}).\n")
+        L.append(f"![matching]({files['matching.png'].name})\n")
+        counts = list(m["n_seeds"])
+        by = {}
+        for a in match:
+            by.setdefault((a["x"], a["y"], a["method"], a["params"]), {})[a["n_seeds"]] = a
+        rows = []
+        for (x, y, method, params), per in by.items():
+            rows.append([f"{x} → {y}", method + (f" ({_params_label(json.loads(params))})" if params != "{}" else "")]
+                        + [fmt_mean_std(per[k]["mean"], per[k]["std"]) if k in per else "–" for k in counts])
+        L.append(markdown_table(["pair", "method"] + [f"{k} seeds" for k in counts], rows) + "\n")
+    proj = [a for a in aggregates if a["task"] == "projectors"]
+    if proj:
+        p = cfg.projectors
+        L.append("## Projectors: retrieval on held-out pairs\n")
+        L.append(f"Each seed draws a {p['test_fraction']:.0%} test split; the projector is fitted on the rest. "
+                 "x2y: projected X queries rank the Y test items; y2x the reverse.\n")
+        L.append(f"![recall]({files['recall.png'].name})\n")
+        if "training.png" in files:
+            L.append(f"![training]({files['training.png'].name})\n")
+        by = {}
+        for a in proj:
+            by.setdefault((a["x"], a["y"], a["method"], a["params"]), {})[a["measure"]] = a
+        measures = [f"{d} R@{k}" for d in ("x2y", "y2x") for k in p["ks"]] + ["x2y mAP"]
+        rows = []
+        for (x, y, method, params), per in by.items():
+            rows.append([f"{x} → {y}", method + (f" ({_params_label(json.loads(params))})" if params != "{}" else "")]
+                        + [fmt_mean_std(per[mm]["mean"], per[mm]["std"]) if mm in per else "–" for mm in measures])
+        L.append(markdown_table(["pair", "kind"] + measures, rows) + "\n")
+    return "\n".join(L)
