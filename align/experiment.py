@@ -354,13 +354,19 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out:
     if cfg.get("matching") is not None:
         m = _check_keys(cfg["matching"], _MATCH_KEYS, "matching", required=("methods", "n_seeds"))
         methods = _method_list(m["methods"], "matching.methods", "name", list(runners.matching_methods))
+        n_seeds = _int_list(m["n_seeds"], "matching.n_seeds")
         if runners.check_match_params is not None:
             for i, spec in enumerate(methods):
                 try:
-                    runners.check_match_params(spec.name, {**spec.params, **{g: v[0] for g, v in spec.grid.items()}})
+                    checked = runners.check_match_params(spec.name,
+                                                         {**spec.params, **{g: v[0] for g, v in spec.grid.items()}})
                 except (TypeError, ValueError) as exc:
                     raise _fail(f"matching.methods[{i}].params", str(exc).splitlines()[0]) from None
-        n_seeds = _int_list(m["n_seeds"], "matching.n_seeds")
+                # matching's checker returns (function, minimum number of known pairs)
+                min_seeds = checked[1] if isinstance(checked, tuple) and len(checked) == 2 else 0
+                if isinstance(min_seeds, int) and min(n_seeds) < min_seeds:
+                    raise _fail("matching.n_seeds", f"method {spec.name!r} needs at least {min_seeds} known pairs, "
+                                                    f"got {min(n_seeds)}; raise it or drop the method")
         n_query = _want(m.get("n_query", 100), int, "matching.n_query", "an integer")
         n_splits = _want(m.get("n_splits", 5), int, "matching.n_splits", "an integer")
         if n_query < 1 or n_splits < 1:

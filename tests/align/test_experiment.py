@@ -103,6 +103,8 @@ class _Counting:
      r"matching.methods\[0\].params", "kernal"),
     ({"matching": {"methods": ["faq"], "n_seeds": [5], "n_query": "ten"}}, "matching.n_query", "must be an integer"),
     ({"matching": {"methods": ["faq"]}}, "matching.n_seeds", "is required"),
+    ({"matching": {"methods": ["faq", "procrustes"], "n_seeds": [0, 10]}}, "matching.n_seeds",
+     "'procrustes' needs at least 2 known pairs, got 0"),
     ({"matching": {"methods": [{"name": "faq", "params": {"kernel": "rbf"}, "grid": {"kernel": ["rbf"]}}],
                    "n_seeds": [5]}}, r"matching.methods\[0\].grid.kernel", "one place"),
     ({"projectors": {"kinds": ["mlp"], "test_fraction": 1.5}}, "projectors.test_fraction", "between 0 and 1"),
