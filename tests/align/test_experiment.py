@@ -239,3 +239,24 @@ def test_example_multi30k_config_is_valid(shared_data, runners, monkeypatch):
     cfg = load_config(EXAMPLE, runners)
     assert cfg.matching["n_splits"] == 5
     assert {c.task for c in _cells(cfg)} == {"matching"}
+
+
+def test_layer_sweep_heatmap_with_a_known_diagonal(tmp_path, runners):
+    """Two layer sets of the same real text encoder: the shared layer compares to itself with CKA 1."""
+    words = ["a cat", "a dog", "a red car", "a blue boat", "the sun", "the moon", "a tree", "a house", "an apple",
+             "a river", "a bird", "a fish", "a chair", "a cloud"]
+    (tmp_path / "words.txt").write_text("\n".join(words) + "\n")
+    cfg = {"name": "layers", "out": "out", "cache_dir": str(tmp_path / "cache"),
+           "features": {"a": {"encoder": "minilm", "dataset": f"text:{tmp_path / 'words.txt'}", "layers": [2, 6]},
+                        "b": {"encoder": "minilm", "dataset": f"text:{tmp_path / 'words.txt'}", "layers": [4, 6]}},
+           "pairs": [["a", "b"]], "similarity": {"metrics": ["linear_cka"]}}
+    res = run_experiment(load_config(_write(tmp_path, cfg), runners), runners)
+    cell = json.loads(next((tmp_path / "out" / "cells" / "similarity").glob("*.json")).read_text())
+    sweep = cell["result"]["sweep"]
+    assert sweep["layers_x"] == ["hidden_states.2", "hidden_states.6"]
+    assert sweep["layers_y"] == ["hidden_states.4", "hidden_states.6"]
+    M = np.asarray(sweep["matrix"])
+    assert M[1, 1] == pytest.approx(1.0, abs=1e-6)
+    assert (M[0] < 1 - 1e-3).all() and M[1, 0] < 1 - 1e-3
+    assert cell["result"]["value"] == pytest.approx(M[0, 0])  # the headline value is the first layers' pair
+    assert "layers_0.png" in res.files and (tmp_path / "out" / "layers_0.png").is_file()
