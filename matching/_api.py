@@ -28,7 +28,7 @@ def local_cka(X: Any, Y: Any, partial_match: np.ndarray, *, kernel: str = "linea
     """
     import torch
 
-    from align._backend import as_torch, resolve_device
+    from align._backend import resolve_device
 
     from ._cka import local_cka_scores
 

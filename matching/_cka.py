@@ -1,8 +1,6 @@
 """Local CKA: score every (query of X, query of Y) pair by the CKA of the seed set plus that pair."""
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 __all__ = ["local_cka_scores", "local_cka_scores_naive"]

@@ -8,7 +8,8 @@ from typing import Any, Optional
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from align._validation import check_array, check_choice, check_float, check_int, check_partial_match, check_rng, is_torch
+from align._validation import (check_array, check_choice, check_float, check_int, check_partial_match, check_rng,
+                               is_torch)
 
 from ._result import MatchResult
 
@@ -343,7 +344,8 @@ def faq(
                 f"`init` must have shape ({m}, {m}) or ({n_init}, {m}, {m}) (free items of A by free items of B), "
                 f"got {starts.shape}"
             )
-        if (starts < 0).any() or not (np.allclose(starts.sum(1), 1, atol=1e-6) and np.allclose(starts.sum(2), 1, atol=1e-6)):
+        rows_ok = np.allclose(starts.sum(2), 1, atol=1e-6)
+        if (starts < 0).any() or not (rows_ok and np.allclose(starts.sum(1), 1, atol=1e-6)):
             raise ValueError("`init` must be doubly stochastic (non-negative, rows and columns summing to 1)")
         starts = np.broadcast_to(starts, (n_init, m, m))
     children = [np.random.default_rng(c) for c in np.random.SeedSequence(int(rng.integers(2**63))).spawn(n_init)]

@@ -1,9 +1,7 @@
 """Kernel (similarity) matrices over one set of items, the input of the structural matchers."""
 from __future__ import annotations
 
-from typing import Any, Optional
-
-import numpy as np
+from typing import Any
 
 from align._validation import check_choice
 

@@ -36,7 +36,7 @@ def _costs(X, Y, kernel: str, device):
 
 
 def _seeded_start(p, q, seeds: np.ndarray):
-    """A coupling with mass min(p_i, q_j) on each known pair and the rest spread as an outer product; ``None`` if none."""
+    """A coupling with mass min(p_i, q_j) on each known pair, the rest spread as an outer product (None: no pairs)."""
     import torch
 
     if len(seeds) == 0:
