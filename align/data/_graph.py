@@ -176,6 +176,8 @@ class GraphDataset(Dataset):
                 raise ValueError(f"text field {name!r} has {len(values)} entries for {len(self.items)} items")
         self._text = {k: list(v) for k, v in texts.items()}
         self.fields = ("node",) + tuple(self._text)
+        if default_field not in self.fields:
+            raise ValueError(f"`default_field` must be one of {', '.join(self.fields)}, got {default_field!r}")
         self.default_field = default_field
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.classes = classes

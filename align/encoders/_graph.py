@@ -133,7 +133,9 @@ class GraphEncoder(Encoder):
 
 
 class SpectralEncoder(GraphEncoder):
-    r"""Laplacian eigenmaps: :math:`D^{-1/2} u_j`, :math:`j = 2 … \mathrm{dim}+1`, of :math:`L = I - D^{-1/2} A D^{-1/2}`.
+    r"""Laplacian eigenmaps: :math:`D^{-1/2} u_j`, :math:`j = 2 … \mathrm{dim}+1`, of the normalised Laplacian.
+
+    :math:`L = I - D^{-1/2} A D^{-1/2}` with eigenvectors :math:`u_j` in ascending eigenvalue order.
 
     Non-learned. On a disconnected graph the first vectors indicate components. Cost: dense ``eigh``
     :math:`O(n^3)` up to 5,000 nodes, ARPACK beyond.

@@ -50,7 +50,8 @@ def check_cloud(x: Any, k: int) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         raise TypeError(f"point-cloud inputs must be (n, 3) arrays, got {type(x).__name__} for input {k}")
     if x.ndim != 2 or x.shape[1] < 3 or x.shape[0] == 0:
-        raise ValueError(f"point cloud {k} has shape {x.shape}; expected (n, 3) with n >= 1 (extra columns are ignored)")
+        raise ValueError(f"point cloud {k} has shape {x.shape}; expected (n, 3) with n >= 1 "
+                         "(extra columns are ignored)")
     x = np.asarray(x[:, :3], dtype=np.float32)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"point cloud {k} has NaN or infinite coordinates")

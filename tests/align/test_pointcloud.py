@@ -261,3 +261,21 @@ def test_embed_and_cli_for_point_clouds(tmp_path):
     bad = CliRunner().invoke(main, ["embed", "--encoder", "shape:d2", "--dataset", f"pointcloud:{tmp_path}",
                                     "--cache-dir", str(tmp_path / "c3"), "--no-progress"])
     assert bad.exit_code != 0 and "empty (no vertices)" in bad.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_sampling_and_descriptors_on_gpu_match_cpu():
+    torch.manual_seed(0)
+    net = TinyPointNet()
+    rng = np.random.default_rng(0)
+    clouds = [rng.normal(size=(n, 3)).astype(np.float32) for n in (300, 128, 257)]
+    cpu = PointCloudModelEncoder(TinyPointNet(), n_points=64)
+    cpu.model.load_state_dict(net.state_dict())
+    gpu = PointCloudModelEncoder(TinyPointNet(), n_points=64, device="cuda")
+    gpu.model.load_state_dict(net.state_dict())
+    assert_allclose(gpu.encode(clouds), cpu.encode(clouds), atol=1e-4)
+    x = torch.from_numpy(np.stack([c[:128] for c in clouds]))
+    assert farthest_point_sample(x.cuda(), 32).cpu().tolist() == farthest_point_sample(x, 32).tolist()
+    d_cpu = load_encoder("shape:d2+a3+cov", n_points=128).encode(clouds)
+    d_gpu = load_encoder("shape:d2+a3+cov", n_points=128, device="cuda").encode(clouds)
+    assert_allclose(d_gpu, d_cpu, atol=1e-5)
