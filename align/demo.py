@@ -417,10 +417,15 @@ def run_demo(
     best = max(zero_shot, key=lambda k: (zero_shot[k]["unseen"]["accuracy"]["top1"],
                                          zero_shot[k]["unseen"]["accuracy"]["top5"]))
     photo_rows = _photo_section(photos, F, logits, fitted[best], T_minilm, classes, unseen, lemmas) if photos else []
+    files: dict[str, Path] = {}
+    if hasattr(fitted[best], "save"):  # a checkpoint `unialign zeroshot --projector` can rebuild the stitch from
+        files["projector.pt"] = fitted[best].save(
+            out / "projector.pt", x_encoder=_IMAGE, y_encoder=_MINILM,
+            config={"trained_on": "efficientnet-lite0 classifier rows -> minilm prompt embeddings",
+                    "seen_classes": classes[seen].tolist()})
     clock.lap("projectors and zero-shot")
 
     # ---- plots ---------------------------------------------------------------------------------------------
-    files: dict[str, Path] = {}
     names = similarity["encoders"]
     files["similarity.png"] = plot_heatmap(
         {f"{m} (n={len(classes)})": np.asarray(v["matrix"]) for m, v in similarity["metrics"].items()},
@@ -648,6 +653,10 @@ def _markdown(report: dict, cfg: DemoConfig, files: dict) -> str:
                  "these photos' classes, neither their image rows nor their prompts, and was fitted on classifier "
                  "rows, not on photo features: read its top-5 as what the geometry alone transfers.\n")
 
+    if "projector.pt" in files:
+        L.append(f"The `{zs['best']}` projector is saved as `projector.pt` with the names of the encoders it connects, "
+                 "so the stitched encoder can be rebuilt from it alone: `unialign zeroshot --projector "
+                 "projector.pt --images DIR --classes concepts:imagenet-1k`.\n")
     L.append("## Run details\n")
     L.append(markdown_table(["step", "seconds"], [[k, f"{v:.1f}"] for k, v in report["timings_s"].items()]))
     L.append("\nPackages: " + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v) + f"; Python "

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import projectors
+
 from align.cli import main
 from align.demo import QUICK, _split_classes, sample_photos
 
@@ -32,6 +34,11 @@ def test_demo_writes_the_report_files(demo_run):
         assert path.is_file() and path.stat().st_size > 500, name
         if name.endswith(".png"):
             assert path.read_bytes()[:8] == PNG_MAGIC
+    proj = projectors.load_projector(out / "projector.pt")  # the stitch can be rebuilt from the checkpoint
+    assert proj.metadata_["x_encoder"] == "efficientnet-lite0" and proj.metadata_["y_encoder"] == "minilm"
+    assert proj.n_features_in_ == 1280 and proj.n_features_y_ == 384
+    report = json.loads((out / "report.json").read_text())
+    assert proj.metadata_["config"]["seen_classes"] == report["seen_classes"]
     printed = json.loads(result.stdout)
     assert printed["out_dir"] == str(out)
     assert set(printed["summary"]) >= {"linear_cka", "matching_at_most_seeds", "zero_shot", "photos"}
