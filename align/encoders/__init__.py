@@ -161,14 +161,17 @@ _PREFIXES: dict[str, tuple[Callable, str, str, str, tuple[str, ...] | None]] = {
              ("key", "normalize", "batch_size", "layers")),
     "graph": (_graph, "spectral|diffusion|walk", "graph",
               "non-learned node embeddings of the whole graph: Laplacian eigenmaps, heat-kernel features, random-walk "
-              "co-occurrence + SVD (options dim, t, walks_per_node, walk_length, window, seed)", None),
+              "co-occurrence + SVD (options dim, t, walks_per_node, walk_length, window, seed)",
+              ("dim", "t", "walks_per_node", "walk_length", "window", "negative", "seed", "normalize", "batch_size",
+               "layers")),
     "gnn": (_gnn, "<path>", "graph",
             "your GNN: a pickled torch module or TorchScript file called as model(x, edge_index) or model(x, adj) "
             "on the whole graph", ("node_features", "graph_input", "device", "dtype", "normalize", "batch_size",
                                    "layers")),
     "shape": (_shape, "d2|a3|d1|cov[+…]", "pointcloud",
               "non-learned shape descriptors: D2/A3/D1 shape distributions (Osada et al. 2002), covariance "
-              "spectrum; '+' concatenates (options bins, n_points, n_samples, seed, device)", None),
+              "spectrum; '+' concatenates (options bins, n_points, n_samples, seed, device)",
+              ("bins", "n_points", "n_samples", "seed", "device", "normalize", "batch_size", "layers")),
     "pointnet": (_pointnet, "<path>", "pointcloud",
                  "your point-cloud network (PointNet-style pickled torch module or TorchScript) on (b, n_points, 3) "
                  "batches, farthest-point sampled on the device", ("n_points", "channels_first", "center",

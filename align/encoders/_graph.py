@@ -446,6 +446,13 @@ def load_graph_encoder(name: str, **options) -> GraphEncoder:
     if name not in kinds:
         raise ValueError(f"unknown graph encoder 'graph:{name}'; use one of: "
                          f"{', '.join('graph:' + k for k in kinds)}, or gnn:PATH for your own model")
+    import inspect
+
+    valid = [p for p in inspect.signature(kinds[name]).parameters if p != "self"]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"encoder 'graph:{name}' does not take option(s) {', '.join(unknown)}; its options are "
+                        f"{', '.join(valid)}")
     return kinds[name](**options)
 
 

@@ -236,6 +236,8 @@ def test_graph_encoders_reject_bad_inputs(rng):
         enc.embed_graph(iso)
     with pytest.raises(ValueError, match="unknown graph encoder"):
         load_encoder("graph:node2vec")
+    with pytest.raises(TypeError, match="'graph:spectral' does not take option.*t; its options are dim"):
+        load_encoder("graph:spectral", t=2.0)
 
 
 class DenseGCN(torch.nn.Module):

@@ -257,6 +257,15 @@ def test_embed_and_cli_for_point_clouds(tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output[res.output.index("{"):res.output.rindex("}") + 1])
     assert doc["shapes"] == {"final": [3, 14]} and doc["field"] == "points"
+    torch.manual_seed(0)
+    torch.save(TinyPointNet(), tmp_path / "pn.pt")
+    res = CliRunner().invoke(main, ["embed", "--encoder", f"pointnet:{tmp_path / 'pn.pt'}", "--dataset", "shapes:3",
+                                    "--encoder-option", "n_points=64", "--cache-dir", str(tmp_path / "c2"),
+                                    "--out", str(tmp_path / "pn.npy"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    direct = load_encoder(f"pointnet:{tmp_path / 'pn.pt'}", n_points=64).encode(
+        [load_dataset("shapes:3").get(i) for i in range(3)])
+    assert_allclose(np.load(tmp_path / "pn.npy"), direct, atol=1e-6)
     write_off(tmp_path / "bad.off", verts=np.zeros((0, 3)), faces=[])
     bad = CliRunner().invoke(main, ["embed", "--encoder", "shape:d2", "--dataset", f"pointcloud:{tmp_path}",
                                     "--cache-dir", str(tmp_path / "c3"), "--no-progress"])
