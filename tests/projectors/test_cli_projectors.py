@@ -80,3 +80,25 @@ def test_errors_are_one_line(files):
     r = runner.invoke(main, ["retrieve", "--projector", str(files / "bad.pt"), "--x", str(files / "xq.npy"),
                              "--y", str(files / "yg.npy")])
     assert r.exit_code == 1 and "truncated or corrupt" in r.stderr
+
+
+def test_fit_with_groups_keeps_groups_together(files):
+    rng = np.random.default_rng(1)
+    X = np.repeat(rng.standard_normal((60, 6)), 3, axis=0).astype(np.float32)
+    Y = (X @ rng.standard_normal((6, 5)) + 0.05 * rng.standard_normal((180, 5))).astype(np.float32)
+    np.save(files / "gx.npy", X)
+    np.save(files / "gy.npy", Y)
+    np.save(files / "g.npy", np.repeat(np.arange(60), 3))
+    r = CliRunner().invoke(main, ["fit", "--kind", "procrustes", "--x", str(files / "gx.npy"), "--y",
+                                  str(files / "gy.npy"), "--groups", str(files / "g.npy"), "--val-fraction", "0.2",
+                                  "--out", str(files / "g.pt")])
+    assert r.exit_code == 0, r.output
+    (summary,) = _lines(r.stdout)
+    assert summary["n_val"] == 36  # 12 whole groups of 3
+    # several positives per query: mAP is defined and every query has its 3 captions as positives
+    assert 0 < summary["val"]["query_to_gallery"]["mAP"] <= 1
+    np.save(files / "bad_g.npy", np.zeros(5, dtype=np.int64))
+    r = CliRunner().invoke(main, ["fit", "--kind", "linear", "--x", str(files / "gx.npy"), "--y",
+                                  str(files / "gy.npy"), "--groups", str(files / "bad_g.npy"), "--out",
+                                  str(files / "g.pt")])
+    assert r.exit_code == 1 and "--groups must hold one int id per row" in r.stderr
