@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -46,10 +47,30 @@ from ._similarity._registry import INVARIANCES, SPECS, MetricInfo, bind_params, 
 from ._validation import check_int, check_rng, is_torch
 
 __all__ = [
-    "similarity", "compare", "list_metrics", "permutation_null", "layer_sweep", "rank_pairs",
-    "SimilarityResult", "NullResult", "LayerSweepResult", "PairScore", "PairRanking", "MetricInfo", "INVARIANCES",
-    "linear_cka", "rbf_cka", "unbiased_cka", "minibatch_cka", "mutual_knn", "cknna", "cycle_knn", "svcca", "pwcca",
-    "procrustes", "rsa",
+    "INVARIANCES",
+    "LayerSweepResult",
+    "MetricInfo",
+    "NullResult",
+    "PairRanking",
+    "PairScore",
+    "SimilarityResult",
+    "cknna",
+    "compare",
+    "cycle_knn",
+    "layer_sweep",
+    "linear_cka",
+    "list_metrics",
+    "minibatch_cka",
+    "mutual_knn",
+    "permutation_null",
+    "procrustes",
+    "pwcca",
+    "rank_pairs",
+    "rbf_cka",
+    "rsa",
+    "similarity",
+    "svcca",
+    "unbiased_cka",
 ]
 
 log = logging.getLogger(__name__)
@@ -520,8 +541,8 @@ def rsa(X, Y, *, dissimilarity="correlation", correlation="spearman", max_pairs=
 # Importing this module binds ``align.similarity`` to the module itself (Python sets a submodule as an attribute of
 # its package), which would shadow the function of the same name. Making the module callable keeps
 # ``align.similarity(X, Y, metric=...)`` working however it was first reached.
-import sys as _sys  # noqa: E402
-import types as _types  # noqa: E402
+import sys as _sys
+import types as _types
 
 
 class _CallableModule(_types.ModuleType):

@@ -7,7 +7,8 @@ every sum is accumulated in double precision.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def _from_numpy(a: np.ndarray):
     return torch.from_numpy(a)
 
 
-def chunk64(X: Any, start: int, stop: int, device) -> "torch.Tensor":  # noqa: F821
+def chunk64(X: Any, start: int, stop: int, device) -> torch.Tensor:  # noqa: F821
     """Rows ``start:stop`` of ``X`` (numpy, memmap or tensor) as a float64 tensor on ``device``."""
     import torch
 
@@ -50,7 +51,7 @@ def chunk64(X: Any, start: int, stop: int, device) -> "torch.Tensor":  # noqa: F
     return _from_numpy(X[start:stop]).to(device=device, dtype=torch.float64)
 
 
-def take64(X: Any, index: np.ndarray, device) -> "torch.Tensor":  # noqa: F821
+def take64(X: Any, index: np.ndarray, device) -> torch.Tensor:  # noqa: F821
     """Rows ``index`` (an int array) of ``X`` as a float64 tensor on ``device``."""
     import torch
 
@@ -59,7 +60,7 @@ def take64(X: Any, index: np.ndarray, device) -> "torch.Tensor":  # noqa: F821
     return _from_numpy(X[np.asarray(index)]).to(device=device, dtype=torch.float64)
 
 
-def load64(X: Any, device, batch_size: int | None = None) -> "torch.Tensor":  # noqa: F821
+def load64(X: Any, device, batch_size: int | None = None) -> torch.Tensor:  # noqa: F821
     """All of ``X`` as one float64 tensor (n × d memory, never n × n), read in chunks."""
     import torch
 

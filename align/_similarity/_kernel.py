@@ -19,8 +19,9 @@ Cost :math:`O(n^2 (d_x + d_y))` time, :math:`O(b n)` memory.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def gram_sums(kx: Callable, ky: Callable, n: int, device, batch_size: int | None
     """Accumulate the sums above from block functions ``kx(start, stop) -> (b, n)`` kernel rows."""
     import torch
 
-    f64 = dict(dtype=torch.float64, device=device)
+    f64 = {"dtype": torch.float64, "device": device}
     k1, l1, dk, dl = (torch.zeros(n, **f64) for _ in range(4))
     kl = kk = ll = 0.0
     for s, e in iter_chunks(n, block_rows(n, batch_size)):
@@ -144,29 +145,37 @@ def median_sq_distance(Z, sq, *, batch_size: int | None, cap: int = 4_000_000, b
 
     The n zeros of the diagonal come first in sorted order and every off-diagonal value appears twice, so the
     full-matrix order statistic at position p is 0 for p < n and else the off-diagonal one of rank (p - n) // 2;
-    those are found by histogram refinement over row blocks (each pass costs one sweep of distances).
+    those are found by histogram refinement over row blocks (each pass costs half a sweep of distances: the upper
+    triangle only; one pass when n (n - 1) / 2 <= cap, typically two otherwise).
     """
     n = Z.shape[0]
     total = n * n
     positions = [total // 2] if total % 2 else [total // 2 - 1, total // 2]
-    values = []
-    for p in positions:
-        values.append(0.0 if p < n else offdiag_order_statistic(Z, sq, (p - n) // 2, batch_size=batch_size,
-                                                                cap=cap, bins=bins))
+    ranks = [(p - n) // 2 for p in positions if p >= n]
+    found = offdiag_order_statistics(Z, sq, ranks, batch_size=batch_size, cap=cap, bins=bins) if ranks else []
+    values = [0.0 if p < n else found[ranks.index((p - n) // 2)] for p in positions]
     return float(np.mean(values))
 
 
 def offdiag_order_statistic(Z, sq, rank: int, *, batch_size: int | None, cap: int, bins: int) -> float:
     """The value of 0-based ``rank`` among the ``n (n - 1) / 2`` squared distances of distinct pairs."""
+    return offdiag_order_statistics(Z, sq, [rank], batch_size=batch_size, cap=cap, bins=bins)[0]
+
+
+def offdiag_order_statistics(Z, sq, ranks, *, batch_size: int | None, cap: int, bins: int) -> list[float]:
+    """Several order statistics of the distinct-pair squared distances; ranks whose search interval coincides
+    (neighbouring ranks, as for an even-count median) share every pass."""
     import torch
 
     n = Z.shape[0]
     device = Z.device
     rows = block_rows(n, batch_size)
-    hi = 4.0 * float(sq.max()) * (1 + 1e-9) + 1e-300  # |z_i - z_j|^2 <= (|z_i| + |z_j|)^2 <= 4 max |z|^2 (Z is centred)
-    lo = 0.0
-    count = n * (n - 1) // 2
-    while True:
+    hi0 = 4.0 * float(sq.max()) * (1 + 1e-9) + 1e-300  # |z_i - z_j|^2 <= 4 max |z|^2 (Z is centred)
+    pending = {r: (0.0, hi0, r, n * (n - 1) // 2) for r in set(ranks)}  # rank -> (lo, hi, rank in [lo, hi), count)
+    out: dict[int, float] = {}
+    while pending:
+        lo, hi, _, count = next(iter(pending.values()))
+        group = [r for r, st in pending.items() if st[:2] == (lo, hi)]
         collect = count <= cap
         edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64, device=device)
         hist = torch.zeros(bins, dtype=torch.float64, device=device)
@@ -185,17 +194,21 @@ def offdiag_order_statistic(Z, sq, rank: int, *, batch_size: int | None, cap: in
             else:
                 b = (torch.bucketize(v, edges, right=True) - 1).clamp_(0, bins - 1)
                 hist += torch.bincount(b, minlength=bins).to(torch.float64)
-        if vmin == vmax:
-            return vmin
-        if collect:
-            v = torch.cat(kept)
-            return float(torch.kthvalue(v.cpu(), rank + 1).values)
+        if collect and vmin != vmax:
+            ordered = torch.sort(torch.cat(kept)).values
         cum = torch.cumsum(hist, 0)
-        b = int(torch.searchsorted(cum, torch.tensor(float(rank), dtype=torch.float64, device=device), right=True))
-        below = int(cum[b - 1]) if b > 0 else 0
-        rank -= below
-        count = int(hist[b])
-        lo, hi = float(edges[b]), float(edges[b + 1])
+        for r in group:
+            local = pending.pop(r)[2]
+            if vmin == vmax:  # every value in the interval is the same
+                out[r] = vmin
+            elif collect:
+                out[r] = float(ordered[local])
+            else:
+                b = int(torch.searchsorted(cum, torch.tensor(float(local), dtype=torch.float64, device=device),
+                                           right=True))
+                below = int(cum[b - 1]) if b > 0 else 0
+                pending[r] = (float(edges[b]), float(edges[b + 1]), local - below, int(hist[b]))
+    return [out[r] for r in ranks]
 
 
 def resolve_sigma(sigma: Any, Z, sq, *, median_scale: float, batch_size, name: str) -> tuple[float, str]:

@@ -13,13 +13,21 @@ fourth-order sums :math:`\\sum_i \\|x_i'\\|^2 x_i'` etc. Cost :math:`O(n (d_x^2 
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from ._common import check_finite_chunk, chunk64, constant_error, iter_chunks, rows_per_chunk, take64
+from ._common import (
+    check_finite_chunk,
+    chunk64,
+    constant_error,
+    iter_chunks,
+    rows_per_chunk,
+    take64,
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,7 @@ def accumulate(
     dy = Y.shape[1]
     rows = rows_per_chunk(dx + dy, batch_size, copies=2)
     cross_only = base is not None
-    f64 = dict(dtype=torch.float64, device=device)
+    f64 = {"dtype": torch.float64, "device": device}
     if cross_only:
         cx, cy = base.shift_x, base.shift_y
     else:
@@ -138,9 +146,10 @@ def accumulate(
                 qy += yb.T @ b
 
     if cross_only:
-        extra = dict(sab=sab, ux=ux, uy=uy) if higher else {}
+        extra = {"sab": sab, "ux": ux, "uy": uy} if higher else {}
         return replace(base, sxy=sxy, **extra)
-    extra = dict(sa=sa, sb=sb, saa=saa, sbb=sbb, sab=sab, qx=qx, qy=qy, ux=ux, uy=uy) if higher else {}
+    extra = ({"sa": sa, "sb": sb, "saa": saa, "sbb": sbb, "sab": sab, "qx": qx, "qy": qy, "ux": ux, "uy": uy}
+             if higher else {})
     return Moments(
         n=n, shift_x=cx, shift_y=cy, sx=sx, sy=sy, sxx=sxx, syy=syy, sxy=sxy,
         constant_x=bool((xlo == xhi).all()), constant_y=bool((ylo == yhi).all()), **extra,
@@ -299,22 +308,20 @@ def minibatch_cka_value(X, Y, device, *, batch_size: int, rng, dx_dy: tuple[int,
     shuffles the rows first. ``n // batch_size`` batches of near-equal size, each at least ``batch_size`` rows,
     so no batch is too small for the unbiased estimator.
     """
-    from ._kernel import GramSums, gram_sums, linear_block
-
-    n = X.shape[0]
-    n_batches = max(1, n // batch_size)
-    order = np.arange(n) if rng is None else rng.permutation(n)
-    bounds = np.linspace(0, n, n_batches + 1).round().astype(int)
     import torch
 
     from ._common import load64
     from ._kernel import gram_sums, linear_block
 
+    n = X.shape[0]
+    n_batches = max(1, n // batch_size)
+    order = np.arange(n) if rng is None else rng.permutation(n)
+    bounds = np.linspace(0, n, n_batches + 1).round().astype(int)
     dx, dy = dx_dy
     sums = np.zeros(3)
     lo = {}
     hi = {}
-    for s, e in zip(bounds[:-1], bounds[1:]):
+    for s, e in itertools.pairwise(bounds):
         rows = slice(s, e) if rng is None else order[s:e]
         b = e - s
         zx, zy = load64(X[rows], device), load64(Y[rows], device)

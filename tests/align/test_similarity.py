@@ -1,6 +1,8 @@
 """Similarity measures: every metric against a naive n × n reference, properties, estimator bias, errors, API."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,11 @@ from scipy.stats import spearmanr
 
 import align
 from align import similarity as sim
-from align._similarity._kernel import median_sq_distance, offdiag_order_statistic
+from align._similarity._kernel import (
+    median_sq_distance,
+    offdiag_order_statistic,
+    offdiag_order_statistics,
+)
 
 # --------------------------------------------------------------------------------------------------------------
 # Naive references: explicit n × n Gram matrices, explicit centring, written from the papers' formulas.
@@ -105,7 +111,7 @@ def _cca_qr(Xc, Yc):
 def ref_svcca(X, Y, variance=0.99):
     def reduce(Z):
         Zc = Z - Z.mean(0)
-        u, s, vt = np.linalg.svd(Zc, full_matrices=False)
+        _, s, vt = np.linalg.svd(Zc, full_matrices=False)
         frac = np.cumsum(s**2) / np.sum(s**2)
         keep = int(np.searchsorted(frac, variance - 1e-12)) + 1
         return Zc @ vt[:keep].T
@@ -145,7 +151,7 @@ def ref_minibatch(X, Y, size):
     n = len(X)
     bounds = np.linspace(0, n, n // size + 1).round().astype(int)
     t = np.zeros(3)
-    for s, e in zip(bounds[:-1], bounds[1:]):
+    for s, e in itertools.pairwise(bounds):
         K, L = X[s:e] @ X[s:e].T, Y[s:e] @ Y[s:e].T
         t += ref_hsic_u(K, L), ref_hsic_u(K, K), ref_hsic_u(L, L)
     return t[0] / np.sqrt(t[1] * t[2])
@@ -222,6 +228,9 @@ def test_median_selection_is_exact_through_several_refinements(n):
     for rank in (0, 17, len(d2) // 2, len(d2) - 1):
         got = offdiag_order_statistic(Z, sq, rank, batch_size=7, cap=10, bins=4)
         assert got == pytest.approx(np.sort(d2)[rank], rel=1e-12, abs=1e-12)
+    many = [3, 4, 200, len(d2) - 2]
+    assert_allclose(offdiag_order_statistics(Z, sq, many, batch_size=6, cap=10, bins=4), np.sort(d2)[many],
+                    rtol=1e-12, atol=1e-12)
     full = ((Z[:, None] - Z[None]) ** 2).sum(-1).numpy()
     assert median_sq_distance(Z, sq, batch_size=5, cap=10, bins=4) == pytest.approx(np.median(full), rel=1e-12)
 
@@ -501,6 +510,7 @@ def test_front_door_and_metric_table():
     assert d["n"] == 30 and d["metric"] == "rbf_cka" and d["settings"]["sigma_x"] > 0
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_tensors_give_the_cpu_values():
     X, Y = _pair(90, 6, 5)
