@@ -420,6 +420,8 @@ def test_shape_and_name_errors():
         sim.pwcca(*_pair(20, 30, 5))
     with pytest.raises(ValueError, match="max_pairs"):
         sim.rsa(X, Y, max_pairs=100)
+    with pytest.raises(ValueError, match="`device` must be a torch device"):
+        sim.linear_cka(X, Y, device="nonsense")
 
 
 def test_unbiased_estimator_needs_four_rows_and_never_returns_nan():
