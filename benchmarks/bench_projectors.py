@@ -16,10 +16,17 @@ Two tasks, each printing JSON lines to stdout (one per configuration) and an opt
     Features are ``.npy`` files in ``--features`` named ``m30k_{split}_{lang}_{encoder}.npy`` (row i = caption i),
     e.g. made with ``unialign embed``.
 
+``imagenet``
+    Zero-shot transfer to unseen classes: image features of one photo per ImageNet class (``efficientnet-lite0`` on
+    ``imagenet-sample``) mapped into a text encoder's class-prompt space (``minilm`` on ``concepts:imagenet-1k``,
+    field ``prompt``); fitted on a random half of the classes, then each photo of the other half is classified among
+    those unseen classes' prompts (chance 1/500). Row c of both files must be class c.
+
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_projectors.py throughput --n 200000 --dim 384 --epochs 1
     python benchmarks/bench_projectors.py multi30k --features /path/to/feats --out results.json
+    python benchmarks/bench_projectors.py imagenet --images img.npy --prompts prompts.npy
 """
 from __future__ import annotations
 
@@ -168,6 +175,50 @@ def multi30k(args) -> list[dict]:
     return rows
 
 
+def imagenet(args) -> list[dict]:
+    """Zero-shot transfer to unseen classes: image features -> class-prompt space, 500 seen / 500 unseen classes."""
+    from align.evaluation import retrieval_metrics
+    from projectors import make_projector
+
+    images = np.load(args.images)
+    prompts = np.load(args.prompts)
+    if images.shape[0] != prompts.shape[0]:
+        sys.exit(f"error: --images has {images.shape[0]} rows but --prompts {prompts.shape[0]}; row c must be class c")
+    n = images.shape[0]
+    perm = np.random.default_rng(args.seed).permutation(n)
+    seen, unseen = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+    rows = []
+    configs = [
+        ("linear closed-form ridge alpha=1", "linear", {"alpha": 1.0}),
+        ("linear closed-form ridge alpha=10", "linear", {"alpha": 10.0}),
+        ("linear closed-form ridge alpha=100", "linear", {"alpha": 100.0}),
+        ("procrustes (prompt side zero-padded 384 -> 1280)", "procrustes", {}),
+        ("subspace (CCA, k by held-out R@1)", "subspace", {"method": "cca", "reg": 1e-2, "rng": 0}),
+        ("mlp, InfoNCE", "mlp", {"loss": "infonce", "batch_size": 128, "max_epochs": 200, "patience": 20,
+                                 "val_fraction": 0.1, "device": "cpu", "lr": 1e-3}),
+        ("glu, InfoNCE", "glu", {"loss": "infonce", "batch_size": 128, "max_epochs": 200, "patience": 20,
+                                 "val_fraction": 0.1, "device": "cpu", "lr": 1e-3}),
+        ("mlp, InfoNCE, ridge start (alpha=10)", "mlp", {"loss": "infonce", "batch_size": 128, "max_epochs": 200,
+                                                          "patience": 20, "val_fraction": 0.1, "device": "cpu",
+                                                          "lr": 1e-4, "init": "ridge", "init_alpha": 10.0}),
+    ]
+    for name, kind, params in configs:
+        t0 = time.perf_counter()
+        proj = make_projector(kind, **params).fit(images[seen], prompts[seen])
+        fit_s = time.perf_counter() - t0
+        res = retrieval_metrics(proj.transform(images[unseen]), proj.transform_y(prompts[unseen]), ks=(1, 5))
+        row = {"task": "imagenet", "config": name, "unseen classes": int(len(unseen)),
+               "zero-shot top-1": res.query_to_gallery.recall[1], "zero-shot top-5": res.query_to_gallery.recall[5],
+               "chance top-1": 1.0 / len(unseen), "fit_s": round(fit_s, 2)}
+        if hasattr(proj, "n_components_"):
+            row["chosen_k"] = proj.n_components_
+        if hasattr(proj, "train_result_"):
+            row.update(best_epoch=proj.train_result_.best_epoch, epochs=len(proj.train_result_.history))
+        _line(row)
+        rows.append(row)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="task", required=True)
@@ -185,13 +236,17 @@ def main(argv=None):
     m.add_argument("--ridge-lr", type=float, default=1e-4, help="Peak learning rate from the ridge start.")
     m.add_argument("--inits", nargs="+", default=["random", "ridge"], choices=["random", "ridge"],
                    help="Initialisations of the trained kinds (ridge: start from the closed-form map).")
-    for p in (t, m):
+    z = sub.add_parser("imagenet")
+    z.add_argument("--images", required=True, help=".npy image features, row c = the photo of ImageNet class c")
+    z.add_argument("--prompts", required=True, help=".npy class-prompt features, row c = class c")
+    z.add_argument("--seed", type=int, default=0, help="Seed of the seen/unseen class split")
+    for p in (t, m, z):
         p.add_argument("--device", default=None)
         p.add_argument("--kinds", nargs="*", default=None,
                        help="Subset of kinds (linear procrustes cca subspace mlp glu baselines).")
         p.add_argument("--out", default=None, help="Also write all rows to this JSON file.")
     args = ap.parse_args(argv)
-    rows = throughput(args) if args.task == "throughput" else multi30k(args)
+    rows = {"throughput": throughput, "multi30k": multi30k, "imagenet": imagenet}[args.task](args)
     if args.out:
         from align._io import atomic_write
 
