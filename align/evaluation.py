@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,8 +21,15 @@ from ._validation import check_array, check_int, is_torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DirectionMetrics", "RetrievalResult", "retrieval_metrics", "matching_accuracy", "ZeroShotResult",
-           "build_zero_shot_classifier", "zero_shot_accuracy"]
+__all__ = [
+    "DirectionMetrics",
+    "RetrievalResult",
+    "ZeroShotResult",
+    "build_zero_shot_classifier",
+    "matching_accuracy",
+    "retrieval_metrics",
+    "zero_shot_accuracy",
+]
 
 
 @dataclasses.dataclass(frozen=True)

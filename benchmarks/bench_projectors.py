@@ -127,7 +127,7 @@ def multi30k(args) -> list[dict]:
         res = retrieval_metrics(np.asarray(Q), np.asarray(G), ks=(1, 5, 10))
         row = {"task": "multi30k", "config": name, "EN->DE R@1": res.query_to_gallery.recall[1],
                "EN->DE R@5": res.query_to_gallery.recall[5], "DE->EN R@1": res.gallery_to_query.recall[1],
-               "n_candidates": int(len(G)), **extra}
+               "n_candidates": len(G), **extra}
         _line(row)
         rows.append(row)
 
@@ -151,7 +151,7 @@ def multi30k(args) -> list[dict]:
             extra.update(chosen_k=proj.n_components_, subspace_scores=proj.scores_)
         report(name, proj.transform(np.asarray(Xq)), proj.transform_y(np.asarray(Yg)), **extra)
 
-    want = lambda k: not args.kinds or k in args.kinds  # noqa: E731
+    want = lambda k: not args.kinds or k in args.kinds
     if want("linear"):
         for alpha in (0.1, 1.0, 10.0):
             run(f"linear closed-form ridge alpha={alpha}", make_projector("linear", alpha=alpha))
@@ -207,7 +207,7 @@ def imagenet(args) -> list[dict]:
         proj = make_projector(kind, **params).fit(images[seen], prompts[seen])
         fit_s = time.perf_counter() - t0
         res = retrieval_metrics(proj.transform(images[unseen]), proj.transform_y(prompts[unseen]), ks=(1, 5))
-        row = {"task": "imagenet", "config": name, "unseen classes": int(len(unseen)),
+        row = {"task": "imagenet", "config": name, "unseen classes": len(unseen),
                "zero-shot top-1": res.query_to_gallery.recall[1], "zero-shot top-5": res.query_to_gallery.recall[5],
                "chance top-1": 1.0 / len(unseen), "fit_s": round(fit_s, 2)}
         if hasattr(proj, "n_components_"):

@@ -9,22 +9,28 @@ features, AdamW, warmup + cosine, early stopping on validation R@1, atomic resum
 """
 from __future__ import annotations
 
-from ._base import NotFittedError, Projector, list_projectors, load_projector, make_projector
+from ._base import (
+    NotFittedError,
+    Projector,
+    list_projectors,
+    load_projector,
+    make_projector,
+)
 from ._linear import CCAProjector, ProcrustesProjector
 from ._neural import GLUProjector, LinearProjector, MLPProjector, TrainedProjector
 from ._subspace import SubspaceProjector
 
 __all__ = [
-    "make_projector",
-    "load_projector",
-    "list_projectors",
-    "Projector",
-    "TrainedProjector",
-    "LinearProjector",
-    "ProcrustesProjector",
-    "MLPProjector",
-    "GLUProjector",
     "CCAProjector",
-    "SubspaceProjector",
+    "GLUProjector",
+    "LinearProjector",
+    "MLPProjector",
     "NotFittedError",
+    "ProcrustesProjector",
+    "Projector",
+    "SubspaceProjector",
+    "TrainedProjector",
+    "list_projectors",
+    "load_projector",
+    "make_projector",
 ]

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 FORMAT = "unialign.projector"
 FORMAT_VERSION = 1
 
-_REGISTRY: dict[str, type["Projector"]] = {}
+_REGISTRY: dict[str, type[Projector]] = {}
 
 
 def register(kind: str, description: str):
@@ -83,7 +83,7 @@ class Projector:
         """The constructor parameters (scikit-learn's ``get_params(deep=False)``)."""
         return {name: getattr(self, name) for name in self._param_names()}
 
-    def set_params(self, **params) -> "Projector":
+    def set_params(self, **params) -> Projector:
         valid = self._param_names()
         for name, value in params.items():
             if name not in valid:
@@ -217,7 +217,7 @@ def load_projector(path: str | os.PathLike) -> Projector:
         raise FileNotFoundError(f"projector file {str(path)!r} does not exist; train one with `unialign fit`")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a bad file
         raise ValueError(
             f"projector file {str(path)!r} is truncated or corrupt ({type(exc).__name__}); retrain or re-save it"
         ) from None

@@ -117,7 +117,7 @@ class ProcrustesProjector(Projector):
         self.center = center
         self.scale = scale
 
-    def fit(self, X: Any, Y: Any) -> "ProcrustesProjector":
+    def fit(self, X: Any, Y: Any) -> ProcrustesProjector:
         import torch
 
         X, Y = check_paired(X, Y)
@@ -194,7 +194,7 @@ class CCAProjector(Projector):
         self.reg = reg
         self.scale_by_correlation = scale_by_correlation
 
-    def fit(self, X: Any, Y: Any) -> "CCAProjector":
+    def fit(self, X: Any, Y: Any) -> CCAProjector:
         import torch
 
         X, Y = check_paired(X, Y)

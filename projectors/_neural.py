@@ -197,7 +197,7 @@ class TrainedProjector(Projector):
         )
 
     def fit(self, X: Any, Y: Any, *, groups: Any = None, X_val: Any = None, Y_val: Any = None,
-            groups_val: Any = None, callback=None) -> "TrainedProjector":
+            groups_val: Any = None, callback=None) -> TrainedProjector:
         """Train on pairs (row i of X with row i of Y).
 
         Parameters
@@ -265,12 +265,10 @@ class TrainedProjector(Projector):
         if head is None:
             return X
         head = head.to(X.device)
-        out = torch.cat([head(X[s:s + 8192].float()) for s in range(0, X.shape[0], 8192)]) if X.shape[0] else \
-            head(X.float())
-        self.x_head_.cpu()
-        if self.y_head_ is not None:
-            self.y_head_.cpu()
-        return out
+        try:
+            return torch.cat([head(X[s:s + 8192].float()) for s in range(0, X.shape[0], 8192)])
+        finally:
+            head.cpu()  # the fitted head lives on the CPU; never keep the caller's GPU memory
 
     def _get_state(self):
         return {"x_head": self.x_head_.state_dict(),
@@ -330,7 +328,7 @@ def split_by_group(n: int, groups, val_fraction: float, seed: int):
         return np.arange(n), None
     rng = np.random.default_rng([seed, 7919])
     keys = np.arange(n) if groups is None else np.unique(groups)
-    n_val = int(round(val_fraction * len(keys)))
+    n_val = round(val_fraction * len(keys))
     if n_val < 2 or len(keys) - n_val < 2:
         raise ValueError(
             f"`val_fraction`={val_fraction} leaves too few items on one side ({len(keys)} items); "

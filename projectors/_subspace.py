@@ -9,7 +9,8 @@ and refits everything on all pairs.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ class SubspaceProjector(Projector):
         mx, my, sxx, _, syy = moments(X, Y)
         out = []
         for mu, s in ((mx, sxx), (my, syy)):
-            evals, evecs = torch.linalg.eigh(s)
+            _, evecs = torch.linalg.eigh(s)
             comps = evecs.flip(1)[:, :k_max]
             from ._linear import _svd_flip
 
@@ -138,7 +139,7 @@ class SubspaceProjector(Projector):
         return matching_accuracy(col, np.arange(len(Q)))
 
     # ---- estimator -----------------------------------------------------------------------------------------------
-    def fit(self, X: Any, Y: Any) -> "SubspaceProjector":
+    def fit(self, X: Any, Y: Any) -> SubspaceProjector:
         from ._neural import split_by_group
 
         check_choice("method", self.method, ("cca", "pca"))

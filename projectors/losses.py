@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["InfoNCELoss", "SigLIPLoss", "make_loss", "LOSSES", "positive_mask"]
+__all__ = ["LOSSES", "InfoNCELoss", "SigLIPLoss", "make_loss", "positive_mask"]
 
 
 def positive_mask(groups_x: torch.Tensor | None, groups_y: torch.Tensor | None, n: int, device) -> torch.Tensor:

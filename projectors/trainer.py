@@ -24,8 +24,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "unialign.checkpoint"
 
-__all__ = ["TrainConfig", "TrainResult", "train", "PairModel"]
+__all__ = ["PairModel", "TrainConfig", "TrainResult", "train"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +188,7 @@ class _Prefetcher:
                         return
                     self._q.put((b, make_batch(b)))
                 self._q.put(None)
-            except BaseException as exc:  # surfaced in the consumer
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer thread
                 self._q.put(exc)
 
         self._thread = threading.Thread(target=work, daemon=True)
@@ -209,7 +210,7 @@ class _Prefetcher:
 
 
 def _lr_lambda(total_steps: int, warmup: float, min_ratio: float):
-    warm = max(1, int(math.ceil(warmup * total_steps))) if warmup > 0 else 0
+    warm = max(1, math.ceil(warmup * total_steps)) if warmup > 0 else 0
 
     def f(step: int) -> float:
         if warm and step < warm:
@@ -237,7 +238,8 @@ def _val_r1(model: PairModel, X_val, Y_val, positives, device) -> float:
     return res.recall_at(1)
 
 
-def _positives_from_groups(groups: np.ndarray | None, n: int):
+def _positives_from_groups(groups: np.ndarray | None):
+    """For each row, the rows sharing its group (None: row i pairs with row i)."""
     if groups is None:
         return None
     order = np.argsort(groups, kind="stable")
@@ -251,7 +253,7 @@ def _positives_from_groups(groups: np.ndarray | None, n: int):
 def _load_checkpoint(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a bad file
         raise ValueError(
             f"checkpoint {str(path)!r} is truncated or corrupt ({type(exc).__name__}); delete it to start over"
         ) from None
@@ -367,7 +369,7 @@ def train(
         with atomic_write(ckpt_path) as f:
             torch.save(payload, f)
 
-    positives_val = _positives_from_groups(groups_val, 0) if X_val is not None else None
+    positives_val = _positives_from_groups(groups_val) if X_val is not None else None
     groups_t = None if groups is None else np.asarray(groups, dtype=np.int64)
     amp = config.amp and device.type == "cuda"
     pin = device.type == "cuda"
@@ -394,7 +396,7 @@ def train(
         if batches.shape[0] == 0:
             batches = np.random.default_rng([config.seed, epoch]).permutation(n)[None, : batch_size]
         start_b = state["batch"]
-        fetch = _Prefetcher(lambda b: make_batch(batches[b, rank * local:(rank + 1) * local]),
+        fetch = _Prefetcher(lambda b, batches=batches: make_batch(batches[b, rank * local:(rank + 1) * local]),
                             range(start_b, batches.shape[0]))
         losses, data_time, step_time = [], 0.0, 0.0
         t_epoch = time.perf_counter()

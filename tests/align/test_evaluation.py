@@ -1,10 +1,11 @@
 """Retrieval metrics and matching accuracy: known answers, a naive reference, invariances, errors."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
-from numpy.testing import assert_allclose
 
 from align.evaluation import matching_accuracy, retrieval_metrics
 
@@ -82,7 +83,7 @@ def test_recall_never_decreases_in_k(rng):
     G = Q + 1.5 * rng.standard_normal((60, 5))
     rec = retrieval_metrics(Q, G, ks=range(1, 61)).query_to_gallery.recall
     values = [rec[k] for k in range(1, 61)]
-    assert all(a <= b for a, b in zip(values, values[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(values))
     assert values[-1] == 1.0
 
 

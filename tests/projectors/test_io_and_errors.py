@@ -53,7 +53,7 @@ def test_save_load_round_trip(kind, data, tmp_path):
 
 
 def test_estimator_contract(data):
-    X, Y = data
+    X, _ = data
     p = make_projector("mlp", hidden_dim=8, max_epochs=1)
     assert p.get_params()["hidden_dim"] == 8 and p.get_params()["max_epochs"] == 1
     assert not [a for a in vars(p) if a.endswith("_")]  # __init__ learns nothing

@@ -155,7 +155,7 @@ def test_two_processes_equal_one(tmp_path):
     out = tmp_path / "ddp.pt"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(HERE / "_train_worker.py"), str(out), "--epochs", "3"]
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    res = subprocess.run(cmd, check=False, env=_env(), capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     two = torch.load(out, weights_only=True)
     changed = False
