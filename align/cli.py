@@ -632,7 +632,7 @@ def select_command(dataset_spec, encoder_specs, feature_files, metric, n_permuta
 @main.command("demo")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="unialign-demo", show_default=True,
               help="Folder for report.md, report.json and the PNG plots.")
-@click.option("--quick", is_flag=True, help="200 concepts, fewer permutations, seeds and epochs (well under a minute).")
+@click.option("--quick", is_flag=True, help="200 concepts, fewer permutations, seeds and epochs (about a minute).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of every random choice.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Feature cache folder (default $UNIALIGN_CACHE or ~/.cache/unialign).")
