@@ -31,6 +31,21 @@ Example::
       kinds: [procrustes, {kind: mlp, params: {max_epochs: 20}}]
       test_fraction: 0.2
 
+Keys (everything else is an error):
+
+``name`` (str), ``out`` (folder, relative to the YAML file; default: the YAML file's name without suffix),
+``seeds`` (list of int, default ``[0]``), ``cache_dir`` (feature cache folder);
+``features``: ``NAME: FILE[:KEY]`` or ``NAME: {file: FILE[:KEY]}`` (precomputed, one row per item) or
+``NAME: {encoder: SPEC, dataset: SPEC, field:, encoder_options: {…}, dataset_options: {…}, layers: […]}`` (fields
+with several rows per item, such as captions, are averaged per item; with ``layers`` the similarity task also
+sweeps layer × layer);
+``pairs``: list of ``[X, Y]`` feature names;
+``similarity``: ``metrics`` (names or ``{name:, params:, grid:}``), ``permutations`` (null draws, default 0);
+``matching``: ``methods`` (names or ``{name:, params:, grid:}``), ``n_seeds`` (list of known-pair counts),
+``n_query`` (default 100), ``n_splits`` (default 5), ``seed_selection`` (``random`` or ``kmeans``);
+``projectors``: ``kinds`` (kinds or ``{kind:, params:, grid:}``), ``test_fraction`` (default 0.2), ``ks``
+(Recall@k cut-offs, default ``[1, 5, 10]``).
+
 The whole file is validated before any work starts: unknown keys, wrong types, unknown names and missing files are
 errors that name the key (``matching.methods[1].name: unknown method 'fqa'; valid: …``).
 
@@ -58,7 +73,8 @@ from ._io import atomic_write
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Runners", "ExperimentConfig", "ExperimentResult", "load_config", "validate_config", "run_experiment"]
+__all__ = ["Runners", "ExperimentConfig", "ExperimentResult", "ConfigError", "load_config", "validate_config",
+           "run_experiment"]
 
 CELL_FORMAT = 1
 
@@ -99,6 +115,8 @@ class Runners:
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
+    """One named feature set: a precomputed ``file`` (and array ``key``), or an ``encoder`` run on a ``dataset``."""
+
     name: str
     file: str | None = None
     key: str | None = None
@@ -128,6 +146,8 @@ class MethodSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
+    """A validated experiment file (:func:`load_config`); ``source`` is the file as parsed, kept for the results."""
+
     name: str
     out: Path
     seeds: tuple
@@ -492,6 +512,8 @@ class _FeatureStore:
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
+    """One unit of work; its id hashes :meth:`describe`, the task's settings and the two feature fingerprints."""
+
     task: str
     x: str
     y: str
