@@ -42,9 +42,11 @@ sweeps layer × layer);
 ``pairs``: list of ``[X, Y]`` feature names;
 ``similarity``: ``metrics`` (names or ``{name:, params:, grid:}``), ``permutations`` (null draws, default 0);
 ``matching``: ``methods`` (names or ``{name:, params:, grid:}``), ``n_seeds`` (list of known-pair counts),
-``n_query`` (default 100), ``n_splits`` (default 5), ``seed_selection`` (``random`` or ``kmeans``);
+``n_query`` (default 100), ``n_splits`` (default 5), ``seed_selection`` (``random`` or ``kmeans``), ``layers``
+(``first``, the default: each feature set's first layer; ``all``: every layer of X × every layer of Y, shown as
+``name[layer]``);
 ``projectors``: ``kinds`` (kinds or ``{kind:, params:, grid:}``), ``test_fraction`` (default 0.2), ``ks``
-(Recall@k cut-offs, default ``[1, 5, 10]``).
+(Recall@k cut-offs, default ``[1, 5, 10]``), ``layers`` (as for matching).
 
 The whole file is validated before any work starts: unknown keys, wrong types, unknown names and missing files are
 errors that name the key (``matching.methods[1].name: unknown method 'fqa'; valid: …``).
@@ -163,8 +165,8 @@ class ExperimentConfig:
 _TOP_KEYS = {"name", "out", "seeds", "cache_dir", "features", "pairs", "similarity", "matching", "projectors"}
 _FEATURE_KEYS = {"file", "encoder", "dataset", "field", "encoder_options", "dataset_options", "layers"}
 _SIM_KEYS = {"metrics", "permutations"}
-_MATCH_KEYS = {"methods", "n_seeds", "n_query", "n_splits", "seed_selection"}
-_PROJ_KEYS = {"kinds", "test_fraction", "ks"}
+_MATCH_KEYS = {"methods", "n_seeds", "n_query", "n_splits", "seed_selection", "layers"}
+_PROJ_KEYS = {"kinds", "test_fraction", "ks", "layers"}
 
 
 def _fail(key: str, message: str) -> ConfigError:
@@ -395,7 +397,7 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out:
         if selection not in ("random", "kmeans"):
             raise _fail("matching.seed_selection", f"must be 'random' or 'kmeans', got {selection!r}")
         matching = {"methods": methods, "n_seeds": n_seeds, "n_query": n_query, "n_splits": n_splits,
-                    "seed_selection": selection}
+                    "seed_selection": selection, "layers": _layers_mode(m, "matching")}
 
     projectors = None
     if cfg.get("projectors") is not None:
@@ -411,11 +413,20 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out:
         if not 0 < float(test_fraction) < 1:
             raise _fail("projectors.test_fraction", f"must be between 0 and 1, got {test_fraction}")
         ks = _int_list(p.get("ks", [1, 5, 10]), "projectors.ks", min_value=1)
-        projectors = {"kinds": kinds, "test_fraction": float(test_fraction), "ks": tuple(sorted(set(ks)))}
+        projectors = {"kinds": kinds, "test_fraction": float(test_fraction), "ks": tuple(sorted(set(ks))),
+                      "layers": _layers_mode(p, "projectors")}
 
     return ExperimentConfig(name=name, out=out, seeds=seeds, cache_dir=cache_dir, features=features,
                             pairs=tuple(pairs), similarity=similarity, matching=matching, projectors=projectors,
                             source=_plain(raw))
+
+
+def _layers_mode(section: dict, key: str) -> str:
+    mode = _want(section.get("layers", "first"), str, f"{key}.layers", "'first' or 'all'")
+    if mode not in ("first", "all"):
+        raise _fail(f"{key}.layers", f"must be 'first' (each feature set's first layer) or 'all' (every layer of X "
+                                     f"× every layer of Y), got {mode!r}")
+    return mode
 
 
 def _plain(obj: Any) -> Any:
@@ -484,8 +495,12 @@ class _FeatureStore:
                 self._embed(name)
         return self._layers[name]
 
-    def X(self, name: str) -> np.ndarray:
-        return next(iter(self.layers(name).values()))
+    def X(self, name: str, layer: Any = None) -> np.ndarray:
+        """The features of one layer, named as in the config (``None``: the first)."""
+        arrays = list(self.layers(name).values())
+        if layer is None:
+            return arrays[0]
+        return arrays[list(self.cfg.features[name].layers).index(layer)]
 
     def _embed(self, name: str):
         from .data import load_dataset
@@ -521,10 +536,23 @@ class Cell:
     params: dict
     seed: int
     n_seeds: int | None = None
+    layer_x: Any = None
+    layer_y: Any = None
 
     def describe(self) -> dict:
-        return {"task": self.task, "x": self.x, "y": self.y, "method": self.method, "params": self.params,
-                "seed": self.seed, "n_seeds": self.n_seeds}
+        d = {"task": self.task, "x": self.x, "y": self.y, "method": self.method, "params": self.params,
+             "seed": self.seed, "n_seeds": self.n_seeds}
+        if self.layer_x is not None or self.layer_y is not None:
+            d.update(layer_x=self.layer_x, layer_y=self.layer_y)
+        return d
+
+
+def _layer_pairs(cfg: ExperimentConfig, x: str, y: str, mode: str) -> list[tuple]:
+    """``[(None, None)]`` (first layers) or every (layer of X, layer of Y) as written in the config."""
+    lx, ly = cfg.features[x].layers, cfg.features[y].layers
+    if mode == "first" or (len(lx) <= 1 and len(ly) <= 1):
+        return [(None, None)]
+    return [(a, b) for a in (lx or (None,)) for b in (ly or (None,))]
 
 
 def _cells(cfg: ExperimentConfig) -> list[Cell]:
@@ -541,13 +569,16 @@ def _cells(cfg: ExperimentConfig) -> list[Cell]:
             for spec in cfg.matching["methods"]:
                 for params in spec.combos():
                     for k in cfg.matching["n_seeds"]:
-                        for seed in cfg.seeds:
-                            cells.append(Cell("matching", x, y, spec.name, params, seed, n_seeds=k))
+                        for lx, ly in _layer_pairs(cfg, x, y, cfg.matching["layers"]):
+                            for seed in cfg.seeds:
+                                cells.append(Cell("matching", x, y, spec.name, params, seed, n_seeds=k,
+                                                  layer_x=lx, layer_y=ly))
         if cfg.projectors:
             for spec in cfg.projectors["kinds"]:
                 for params in spec.combos():
-                    for seed in cfg.seeds:
-                        cells.append(Cell("projectors", x, y, spec.name, params, seed))
+                    for lx, ly in _layer_pairs(cfg, x, y, cfg.projectors["layers"]):
+                        for seed in cfg.seeds:
+                            cells.append(Cell("projectors", x, y, spec.name, params, seed, layer_x=lx, layer_y=ly))
     return cells
 
 
@@ -585,7 +616,8 @@ def _run_similarity(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig) -> 
 
 def _run_matching(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runners: Runners) -> dict:
     m = cfg.matching
-    res = runners.match_evaluate(store.X(cell.x), store.X(cell.y), cell.method, n_seeds=cell.n_seeds,
+    res = runners.match_evaluate(store.X(cell.x, cell.layer_x), store.X(cell.y, cell.layer_y), cell.method,
+                                 n_seeds=cell.n_seeds,
                                  n_query=m["n_query"], n_splits=m["n_splits"], seed_selection=m["seed_selection"],
                                  rng=cell.seed, **cell.params)
     d = res.to_dict() if hasattr(res, "to_dict") else dict(res)
@@ -596,7 +628,7 @@ def _run_matching(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runne
 def _run_projector(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runners: Runners) -> dict:
     from .evaluation import retrieval_metrics
 
-    X, Y = np.asarray(store.X(cell.x)), np.asarray(store.X(cell.y))
+    X, Y = np.asarray(store.X(cell.x, cell.layer_x)), np.asarray(store.X(cell.y, cell.layer_y))
     n = X.shape[0]
     n_test = max(1, int(round(cfg.projectors["test_fraction"] * n)))
     perm = np.random.default_rng(cell.seed).permutation(n)
@@ -739,8 +771,9 @@ def _aggregate(records: list[dict], cfg: ExperimentConfig) -> list[dict]:
 
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        key = (r["task"], r["x"], r["y"], r["method"], json.dumps(r["params"], sort_keys=True, default=str),
-               r.get("n_seeds"))
+        x = r["x"] + (f"[{r['layer_x']}]" if r.get("layer_x") is not None else "")
+        y = r["y"] + (f"[{r['layer_y']}]" if r.get("layer_y") is not None else "")
+        key = (r["task"], x, y, r["method"], json.dumps(r["params"], sort_keys=True, default=str), r.get("n_seeds"))
         groups.setdefault(key, []).append(r)
     rows = []
     for (task, x, y, method, params_json, n_seeds), rs in groups.items():

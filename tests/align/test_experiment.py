@@ -111,6 +111,7 @@ class _Counting:
     ({"projectors": {"kinds": [{"kind": "mlp", "params": {"hidden": 3}}]}}, r"projectors.kinds\[0\].params",
      "hidden"),
     ({"projectors": {"kinds": ["transformer"]}}, r"projectors.kinds\[0\].kind", "unknown kind"),
+    ({"projectors": {"kinds": ["linear"], "layers": "some"}}, "projectors.layers", "'first'"),
 ])
 def test_bad_configs_name_the_key(toy, runners, change, key, message):
     path = _write(toy, _config(**change))
@@ -249,8 +250,14 @@ def test_layer_sweep_heatmap_with_a_known_diagonal(tmp_path, runners):
     cfg = {"name": "layers", "out": "out", "cache_dir": str(tmp_path / "cache"),
            "features": {"a": {"encoder": "minilm", "dataset": f"text:{tmp_path / 'words.txt'}", "layers": [2, 6]},
                         "b": {"encoder": "minilm", "dataset": f"text:{tmp_path / 'words.txt'}", "layers": [4, 6]}},
-           "pairs": [["a", "b"]], "similarity": {"metrics": ["linear_cka"]}}
+           "pairs": [["a", "b"]], "similarity": {"metrics": ["linear_cka"]},
+           "matching": {"methods": ["faq"], "n_seeds": [4], "n_query": 10, "n_splits": 2, "layers": "all"}}
     res = run_experiment(load_config(_write(tmp_path, cfg), runners), runners)
+    assert res.n_cells == 1 + 4  # one sweep cell; matching on every (layer of a, layer of b)
+    acc = {(r["x"], r["y"]): r["mean"] for r in res.aggregates if r["task"] == "matching"}
+    assert set(acc) == {(f"a[{i}]", f"b[{j}]") for i in (2, 6) for j in (4, 6)}
+    assert acc[("a[6]", "b[6]")] == 1.0  # the same layer of the same model: every item is found
+    assert min(acc.values()) < 1.0  # other layer pairs really are different arrays
     cell = json.loads(next((tmp_path / "out" / "cells" / "similarity").glob("*.json")).read_text())
     sweep = cell["result"]["sweep"]
     assert sweep["layers_x"] == ["hidden_states.2", "hidden_states.6"]
