@@ -32,8 +32,9 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ from ._validation import check_rng
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "sample_photos", "FULL", "QUICK"]
+__all__ = ["FULL", "QUICK", "DemoConfig", "DemoResult", "run_demo", "sample_photos"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,7 +299,7 @@ def _photo_section(photos, F: np.ndarray, logits: np.ndarray, proj, T: np.ndarra
     probs = _softmax(np.asarray(logits, dtype=np.float64))
     Z = _unit(np.asarray(proj.transform(F)))
     S = Z @ _unit(T).T
-    unseen_set = set(int(c) for c in classes[unseen])
+    unseen_set = {int(c) for c in classes[unseen]}
     out = []
     for i, (name, path) in enumerate(photos):
         head = np.argsort(-probs[i])[:5]
@@ -459,7 +460,7 @@ def run_demo(
         "summary": summary,
         "config": cfg.to_dict(),
         "rng": rng if isinstance(rng, (int, np.integer)) else repr(rng),
-        "n_classes": int(len(classes)),
+        "n_classes": len(classes),
         "classes": classes.tolist(),
         "seen_classes": classes[seen].tolist(),
         "unseen_classes": classes[unseen].tolist(),
@@ -513,7 +514,7 @@ def _environment() -> dict:
         threads = None
     return {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
             "torch_threads": threads, "packages": versions,
-            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def _summary(similarity, matching, zero_shot, best, photo_rows, n_classes, n_unseen) -> dict:

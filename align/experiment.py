@@ -66,8 +66,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,8 +76,15 @@ from ._io import atomic_write
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Runners", "ExperimentConfig", "ExperimentResult", "ConfigError", "load_config", "validate_config",
-           "run_experiment"]
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "ExperimentResult",
+    "Runners",
+    "load_config",
+    "run_experiment",
+    "validate_config",
+]
 
 CELL_FORMAT = 1
 
@@ -176,7 +184,7 @@ def _fail(key: str, message: str) -> ConfigError:
 def _check_keys(obj: Any, allowed: set, key: str, required: Sequence[str] = ()) -> dict:
     if not isinstance(obj, Mapping):
         raise _fail(key, f"must be a mapping, got {type(obj).__name__}")
-    unknown = sorted(set("null" if k is None else str(k) for k in obj) - allowed)  # YAML reads `null:` as None
+    unknown = sorted({"null" if k is None else str(k) for k in obj} - allowed)  # YAML reads `null:` as None
     if unknown:
         raise _fail(f"{key}.{unknown[0]}" if key else unknown[0],
                     f"unknown key; valid keys here: {', '.join(sorted(allowed))}")
@@ -630,19 +638,19 @@ def _run_projector(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runn
 
     X, Y = np.asarray(store.X(cell.x, cell.layer_x)), np.asarray(store.X(cell.y, cell.layer_y))
     n = X.shape[0]
-    n_test = max(1, int(round(cfg.projectors["test_fraction"] * n)))
+    n_test = max(1, round(cfg.projectors["test_fraction"] * n))
     perm = np.random.default_rng(cell.seed).permutation(n)
     test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
     params = dict(cell.params)
     proj = runners.make_projector(cell.method, **params)
-    if "rng" in getattr(proj, "get_params", lambda: {})() and "rng" not in params:
+    if "rng" in getattr(proj, "get_params", dict)() and "rng" not in params:
         proj.set_params(rng=cell.seed)
     t0 = time.perf_counter()
     proj.fit(X[train], Y[train])
     fit_s = time.perf_counter() - t0
     transform_y = getattr(proj, "transform_y", lambda A: A)
     res = retrieval_metrics(proj.transform(X[test]), transform_y(Y[test]), ks=cfg.projectors["ks"])
-    out = {"retrieval": res.to_dict(), "n_train": int(len(train)), "n_test": int(len(test)), "fit_seconds": fit_s}
+    out = {"retrieval": res.to_dict(), "n_train": len(train), "n_test": len(test), "fit_seconds": fit_s}
     tr = getattr(proj, "train_result_", None)
     if tr is not None:
         out["history"] = [{k: v for k, v in rec.items() if isinstance(v, (int, float))} for rec in tr.history]

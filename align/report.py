@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +19,15 @@ from ._io import atomic_write
 
 log = logging.getLogger(__name__)
 
-__all__ = ["mean_std", "fmt_mean_std", "markdown_table", "plot_heatmap", "plot_curves", "plot_image_panel",
-           "plot_bars"]
+__all__ = [
+    "fmt_mean_std",
+    "markdown_table",
+    "mean_std",
+    "plot_bars",
+    "plot_curves",
+    "plot_heatmap",
+    "plot_image_panel",
+]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -15,14 +15,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StitchedEncoder", "load_stitched", "ZeroShotPredictions", "zero_shot_classify",
-           "dataset_labels_for_classes"]
+__all__ = [
+    "StitchedEncoder",
+    "ZeroShotPredictions",
+    "dataset_labels_for_classes",
+    "load_stitched",
+    "zero_shot_classify",
+]
 
 
 class StitchedEncoder:

@@ -12,7 +12,6 @@ import pytest
 from click.testing import CliRunner
 
 import projectors
-
 from align.cli import main
 from align.demo import QUICK, _split_classes, sample_photos
 
@@ -72,7 +71,7 @@ def test_demo_matching_and_zero_shot_are_above_chance(demo_run):
         for p in c["points"]:
             assert 0.0 <= p["accuracy"] <= 1.0 and len(p["accuracies"]) == QUICK.n_splits
             assert p["accuracy"] == pytest.approx(np.mean(p["accuracies"]))
-    text = [c for c in mat["curves"] if (c["x"], c["y"], c["method"]) == ("minilm", "e5-small", "faq")][0]
+    text = next(c for c in mat["curves"] if (c["x"], c["y"], c["method"]) == ("minilm", "e5-small", "faq"))
     assert text["points"][-1]["accuracy"] > 5 * mat["chance"]  # two text encoders of the same prompts
 
     zs = report["zero_shot"]
@@ -80,7 +79,7 @@ def test_demo_matching_and_zero_shot_are_above_chance(demo_run):
     assert not seen & unseen and seen | unseen == set(report["classes"])
     assert abs(len(seen) - len(unseen)) <= 1
     assert zs["chance"]["top1"] == pytest.approx(1 / len(unseen))
-    for label, r in zs["projectors"].items():
+    for r in zs["projectors"].values():
         acc = r["unseen"]["accuracy"]
         assert 0.0 <= acc["top1"] <= acc["top5"] <= 1.0
         assert r["unseen"]["n"] == len(unseen) and r["unseen"]["n_classes"] == len(unseen)

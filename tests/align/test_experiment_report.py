@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from align.report import fmt_mean_std, markdown_table, mean_std, plot_bars, plot_curves, plot_heatmap, plot_image_panel
+from align.report import (
+    fmt_mean_std,
+    markdown_table,
+    mean_std,
+    plot_bars,
+    plot_curves,
+    plot_heatmap,
+    plot_image_panel,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from align.evaluation import ZeroShotResult, build_zero_shot_classifier, zero_shot_accuracy
+from align.evaluation import (
+    ZeroShotResult,
+    build_zero_shot_classifier,
+    zero_shot_accuracy,
+)
 
 
 class _CountingEncoder:

@@ -52,7 +52,7 @@ def photo_folder(tmp_path_factory, head_projector):
 
 
 def test_stitched_encoder_reproduces_the_head_logits(head_projector):
-    enc, path, W, b = head_projector
+    enc, path, _, _ = head_projector
     stitched = load_stitched(path, load_projector=projectors.load_projector)
     assert isinstance(stitched, StitchedEncoder)
     assert stitched.encoder.spec == "efficientnet-lite0" and stitched.target == "minilm"
@@ -110,8 +110,7 @@ def test_zeroshot_cli_matches_the_classifier_head(head_projector, photo_folder, 
     assert out["accuracy"]["chance"]["top1"] == pytest.approx(1e-3)
 
 
-def test_zeroshot_cli_with_text_classes_and_without_labels(head_projector, tmp_path):
-    _, path, _, _ = head_projector
+def test_zeroshot_cli_with_text_classes_and_without_labels(tmp_path):
     folder = tmp_path / "unlabelled"
     folder.mkdir()
     for _, p in sample_photos()[:1]:
