@@ -25,6 +25,7 @@ injection: :func:`run_demo` receives the matching evaluator and the projector fa
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -38,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_rng
+from ._validation import check_int, check_rng
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +201,12 @@ def _unit(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
-def _text_features(spec: str, dataset, rows: np.ndarray, full: bool, cache_dir, show_progress: bool) -> np.ndarray:
+def _text_features(spec: str, dataset, rows: np.ndarray, full: bool, cache_dir, show_progress: bool,
+                   **options) -> np.ndarray:
     """Prompt embeddings of the chosen classes: through the feature cache for all 1,000, directly for a subset."""
     from .encoders import load_encoder
 
-    encoder = load_encoder(spec)
+    encoder = load_encoder(spec, **options)
     if full:
         from .features import embed
 
@@ -332,6 +334,7 @@ def run_demo(
     rng: Any = 0,
     show_progress: bool = False,
     say: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> DemoResult:
     """Run the demo and write ``report.md``, ``report.json`` and PNG plots to ``out_dir``.
 
@@ -356,16 +359,46 @@ def run_demo(
         Progress bars while embedding.
     say : callable, optional
         Receives one line per finished step (the CLI prints them to stderr); default: the log.
+    threads : int, optional
+        Limit torch, BLAS/OpenMP and the e5 engine to this many threads for the run (restored afterwards); None
+        leaves the process settings alone. Measured on a 2-core machine: busy with other work (load ~3), one
+        thread ran the full demo in 38 s where two took 315 s (multi-threaded SVDs and kNN stall on busy cores);
+        quiet, 39 s vs 32 s. Results can differ in the last digits between thread counts (float reductions).
 
     Returns
     -------
     DemoResult
     """
+    if threads is None:
+        return _run_demo(out_dir, match_evaluate, make_projector, config or (QUICK if quick else FULL), cache_dir,
+                         rng, show_progress, say, None)
+    threads = check_int("threads", threads, min_value=1)
+    with _limited_threads(threads):
+        return _run_demo(out_dir, match_evaluate, make_projector, config or (QUICK if quick else FULL), cache_dir,
+                         rng, show_progress, say, threads)
+
+
+@contextlib.contextmanager
+def _limited_threads(n: int):
+    """torch intra-op threads and every BLAS / OpenMP pool (threadpoolctl) set to ``n``, restored on exit."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_demo(out_dir, match_evaluate, make_projector, cfg: DemoConfig, cache_dir, rng, show_progress, say,
+              threads: int | None) -> DemoResult:
     from .data import load_dataset
     from .encoders import load_encoder
     from .report import plot_bars, plot_curves, plot_heatmap, plot_image_panel
 
-    cfg = config or (QUICK if quick else FULL)
     say = say or log.info
     gen = check_rng(rng)
     seed = int(gen.integers(2**31 - 1))  # child seeds of every step derive from it
@@ -398,7 +431,8 @@ def run_demo(
     W = W_all[classes].astype(np.float32)
     T_minilm = _text_features("minilm", concepts, classes, full, cache_dir, show_progress)
     clock.lap("minilm: prompt embeddings")
-    T_e5 = _text_features("e5-small", concepts, classes, full, cache_dir, show_progress)
+    T_e5 = _text_features("e5-small", concepts, classes, full, cache_dir, show_progress,
+                          **({"num_threads": threads} if threads else {}))
     clock.lap("e5-small: prompt embeddings")
     features = {_IMAGE: W, _MINILM: T_minilm, _E5: T_e5}
 
@@ -470,6 +504,7 @@ def run_demo(
                                                                          "top5": 5.0 / len(unseen)}},
         "photos": photo_rows,
         "timings_s": dict(clock.steps),
+        "threads": threads,
         "environment": _environment(),
     }
     seconds = clock.total

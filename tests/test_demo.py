@@ -128,3 +128,20 @@ def test_sample_photos_exist():
     names = [n for n, _ in photos]
     assert "scikit-learn china.jpg" in names
     assert all(p.is_file() for _, p in photos)
+
+
+def test_thread_limit_is_applied_and_restored():
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from align.demo import _limited_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with _limited_threads(1):
+            assert torch.get_num_threads() == 1
+            assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
