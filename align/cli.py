@@ -76,6 +76,27 @@ def handle_errors(func: Callable) -> Callable:
     return wrapper
 
 
+def parse_key_values(items: tuple[str, ...], option: str = "--param", *, python_names: bool = True) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs from a repeated option; values read as YAML (``10``, ``0.5``, ``true``, ``[8, 16]``).
+
+    A value YAML cannot read stays a string. With ``python_names`` a key's dashes become underscores
+    (``--param n-init=5`` -> ``n_init``); keys that are names chosen by the user (``--features NAME=FILE``) keep theirs.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
+        key = key.strip()
+        try:
+            out[key.replace("-", "_") if python_names else key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.replace("-", "_") if python_names else key] = value
+    return out
+
+
 def load_feature_option(path: str) -> np.ndarray:
     """Load a feature file given on the command line (``FILE`` or ``FILE:KEY``) as a float array."""
     from ._io import load_features
@@ -110,19 +131,6 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _parse_param(items: tuple[str, ...]) -> dict:
-    """``KEY=VALUE`` pairs; values are read as YAML scalars (``10`` -> int, ``0.5`` -> float, ``true``, ``median``)."""
-    import yaml
-
-    params = {}
-    for item in items:
-        if "=" not in item:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
-        key, value = item.split("=", 1)
-        params[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return params
-
-
 @main.command("similarity")
 @click.argument("x_path", metavar="X")
 @click.argument("y_path", metavar="Y")
@@ -152,7 +160,7 @@ def similarity_command(x_path, y_path, metric, n_permutations, seed, params, sig
     if list_only:
         emit({name: info.to_dict() for name, info in sim.list_metrics().items()})
         return
-    kwargs = _parse_param(params)
+    kwargs = parse_key_values(params)
     if sigma is not None:
         try:
             kwargs["sigma"] = float(sigma)
@@ -173,20 +181,6 @@ def similarity_command(x_path, y_path, metric, n_permutations, seed, params, sig
 
 
 # ---------------------------------------------------------------------------------------------------- embed --
-def _parse_key_values(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
-    """``("k=v", …)`` -> ``{k: v}`` with ints, floats, booleans and JSON lists understood."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise click.BadParameter(f"{what} must be KEY=VALUE, got {pair!r}")
-        k, v = pair.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
-
-
 def _init_distributed_from_env() -> None:
     """Under ``torchrun`` (WORLD_SIZE > 1), join the process group: NCCL with CUDA, gloo otherwise."""
     import os
@@ -236,12 +230,12 @@ def embed(encoder_spec, dataset_spec, field, layers, pooling, normalize, device,
     from .encoders import load_encoder
     from .features import embed as embed_features
 
-    options = _parse_key_values(encoder_options, "--encoder-option")
+    options = parse_key_values(encoder_options, "--encoder-option")
     given = {"layers": list(layers) or None, "pooling": pooling, "normalize": normalize, "device": device,
              "dtype": dtype}
     options.update({k: v for k, v in given.items() if v is not None})
     encoder = load_encoder(encoder_spec, **options)
-    dataset = load_dataset(dataset_spec, **_parse_key_values(dataset_options, "--dataset-option"))
+    dataset = load_dataset(dataset_spec, **parse_key_values(dataset_options, "--dataset-option"))
     _init_distributed_from_env()
     feats = embed_features(encoder, dataset, field=field, cache_dir=cache_dir, batch_size=batch_size,
                            num_workers=num_workers, show_progress=progress)
@@ -291,19 +285,6 @@ def encoders_command() -> None:
 # --------------------------------------------------------------------------------------------------------------
 # unialign fit / unialign retrieve  (issue 5: trained projectors and subspace selection)
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _fit_key_values(items: tuple[str, ...]) -> dict:
-    """``KEY=VALUE`` projector parameters; values read as YAML scalars/lists (``64``, ``0.5``, ``[8,16]``)."""
-    import yaml
-
-    params = {}
-    for item in items:
-        if "=" not in item:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
-        key, value = item.split("=", 1)
-        params[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return params
 
 
 @main.command("fit")
@@ -363,7 +344,7 @@ def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss,
         groups = np.asarray(load_features(groups_path, mmap=False))
         if groups.shape != (X.shape[0],) or groups.dtype.kind not in "iu":
             raise ValueError(f"--groups must hold one int id per row ({X.shape[0]},), got {groups.dtype} {groups.shape}")
-    kw = _fit_key_values(params)
+    kw = parse_key_values(params)
     projector = make_projector(kind, **kw)
     trained = isinstance(projector, TrainedProjector) and not (
         kind == "linear" and projector.get_params().get("solver", "closed_form") == "closed_form")
@@ -460,19 +441,6 @@ def retrieve_command(projector_path, x_path, y_path, positives_path, ks, device)
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _match_params(items: tuple[str, ...]) -> dict[str, Any]:
-    """``KEY=VALUE`` method settings; values read as YAML scalars (``30`` -> int, ``0.5`` -> float, ``true``)."""
-    import yaml
-
-    params: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
-        key, value = item.split("=", 1)
-        params[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return params
-
-
 def _read_pairs(path: str) -> np.ndarray:
     """Known pairs from a CSV / whitespace file of two integer columns ``i,j`` (an optional header line)."""
     from pathlib import Path
@@ -526,7 +494,7 @@ def match_command(x_path, y_path, method, seeds_path, n_seeds, n_query, splits, 
     """
     import matching
 
-    options = _match_params(params)
+    options = parse_key_values(params)
     if kernel is not None:
         options["kernel"] = kernel
     if n_init is not None:
@@ -603,7 +571,7 @@ def select_command(dataset_spec, encoder_specs, feature_files, metric, n_permuta
 
     if len(encoder_specs) + len(feature_files) < 2:
         raise click.UsageError("give at least two candidates (--encoder SPEC and/or --features NAME=FILE)")
-    dataset = load_dataset(dataset_spec, **_parse_key_values(dataset_options, "--dataset-option"))
+    dataset = load_dataset(dataset_spec, **parse_key_values(dataset_options, "--dataset-option"))
     features: dict[str, np.ndarray] = {}
     for item in encoder_specs:
         spec, _, field = item.partition("@")
@@ -611,7 +579,7 @@ def select_command(dataset_spec, encoder_specs, feature_files, metric, n_permuta
         field = _field_for(dataset, encoder.modality, field or None)
         feats = embed_features(encoder, dataset, field=field, cache_dir=cache_dir, show_progress=progress)
         features[item] = _per_item(dataset, field, feats.X)
-    for name, path in _parse_key_values(feature_files, "--features").items():
+    for name, path in parse_key_values(feature_files, "--features", python_names=False).items():
         X = load_feature_option(str(path))
         if X.ndim != 2 or X.shape[0] != len(dataset):
             raise ValueError(f"--features {name}: expected ({len(dataset)}, d) rows for the dataset's items, "
