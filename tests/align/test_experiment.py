@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from align.cli import experiment_runners, main
 from align.experiment import ConfigError, _cells, load_config, run_experiment
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "multi30k-matching.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "benchmarks" / "configs" / "multi30k-matching.yaml"
 
 
 @pytest.fixture(scope="module")
