@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["atomic_write", "load_features", "save_features", "FEATURE_SUFFIXES"]
+__all__ = ["atomic_write", "load_features", "save_features", "sha256_file", "FEATURE_SUFFIXES"]
 
 FEATURE_SUFFIXES = (".npy", ".npz", ".safetensors")
 
@@ -31,6 +31,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the final file the usual permissions
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -40,6 +41,23 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    """sha256 hex digest of a file's bytes, read in chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_features(path: str | os.PathLike, X: np.ndarray, *, key: str = "features") -> Path:

@@ -7,7 +7,7 @@ wrong values or shapes raise ``ValueError``. The CLI turns both into one-line me
 from __future__ import annotations
 
 import numbers
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 

@@ -91,9 +91,15 @@ def parse_key_values(items: tuple[str, ...], option: str = "--param", *, python_
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
         key = key.strip()
         try:
-            out[key.replace("-", "_") if python_names else key] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
         except yaml.YAMLError:
-            out[key.replace("-", "_") if python_names else key] = value
+            parsed = value
+        if isinstance(parsed, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out[key.replace("-", "_") if python_names else key] = parsed
     return out
 
 
@@ -132,8 +138,8 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 
 
 @main.command("similarity")
-@click.argument("x_path", metavar="X")
-@click.argument("y_path", metavar="Y")
+@click.argument("x_path", metavar="X", required=False)
+@click.argument("y_path", metavar="Y", required=False)
 @click.option("--metric", "-m", default="linear_cka", show_default=True,
               help="Metric name; `unialign similarity --list` shows them with their invariances.")
 @click.option("--null", "n_permutations", type=click.IntRange(min=0), default=0, show_default=True,
@@ -160,6 +166,8 @@ def similarity_command(x_path, y_path, metric, n_permutations, seed, params, sig
     if list_only:
         emit({name: info.to_dict() for name, info in sim.list_metrics().items()})
         return
+    if x_path is None or y_path is None:
+        raise click.UsageError("give two feature files X and Y (or --list to see the metrics)")
     kwargs = parse_key_values(params)
     if sigma is not None:
         try:
@@ -348,12 +356,13 @@ def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss,
     projector = make_projector(kind, **kw)
     trained = isinstance(projector, TrainedProjector) and not (
         kind == "linear" and projector.get_params().get("solver", "closed_form") == "closed_form")
-    for name, value in (("loss", loss), ("max_epochs", max_epochs), ("batch_size", batch_size), ("lr", lr),
-                        ("checkpoint", checkpoint), ("device", device)):
+    for name, option, value in (("loss", "--loss", loss), ("max_epochs", "--epochs", max_epochs),
+                                ("batch_size", "--batch-size", batch_size), ("lr", "--lr", lr),
+                                ("checkpoint", "--checkpoint", checkpoint), ("device", "--device", device)):
         if value is None:
             continue
         if not trained:
-            raise click.UsageError(f"--{name.replace('_', '-')} applies to trained kinds only (mlp, glu, "
+            raise click.UsageError(f"{option} applies to trained kinds only (mlp, glu, "
                                    f"linear with -p solver=trained), not {kind!r}")
         projector.set_params(**{name: value})
     if "rng" in projector.get_params():
@@ -445,6 +454,8 @@ def _read_pairs(path: str) -> np.ndarray:
     """Known pairs from a CSV / whitespace file of two integer columns ``i,j`` (an optional header line)."""
     from pathlib import Path
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--seeds file {path!r} does not exist; give a CSV of known pairs i,j (one per line)")
     text = Path(path).read_text().strip().splitlines()
     rows = []
     for lineno, line in enumerate(text, 1):
@@ -531,17 +542,6 @@ def _field_for(dataset, modality: str, field: str | None) -> str:
     )
 
 
-def _per_item(dataset, field: str, X: np.ndarray) -> np.ndarray:
-    """One row per item: the mean over an item's rows when a field has several (e.g. 5 captions per image)."""
-    item_of_row = np.asarray(dataset.item_of_row(field))
-    if len(item_of_row) == len(dataset) and np.array_equal(item_of_row, np.arange(len(dataset))):
-        return np.asarray(X)
-    sums = np.zeros((len(dataset), X.shape[1]), dtype=np.float64)
-    np.add.at(sums, item_of_row, np.asarray(X, dtype=np.float64))
-    counts = np.bincount(item_of_row, minlength=len(dataset))[:, None]
-    return (sums / np.maximum(counts, 1)).astype(np.float32)
-
-
 @main.command("select")
 @click.option("--dataset", "dataset_spec", required=True, metavar="SPEC", help="The items every encoder sees.")
 @click.option("--encoder", "encoder_specs", multiple=True, metavar="SPEC[@FIELD]",
@@ -578,7 +578,7 @@ def select_command(dataset_spec, encoder_specs, feature_files, metric, n_permuta
         encoder = load_encoder(spec)
         field = _field_for(dataset, encoder.modality, field or None)
         feats = embed_features(encoder, dataset, field=field, cache_dir=cache_dir, show_progress=progress)
-        features[item] = _per_item(dataset, field, feats.X)
+        features[item] = dataset.item_means(feats.X, field)
     for name, path in parse_key_values(feature_files, "--features", python_names=False).items():
         X = load_feature_option(str(path))
         if X.ndim != 2 or X.shape[0] != len(dataset):

@@ -517,8 +517,6 @@ def _run_demo(out_dir, match_evaluate, make_projector, cfg: DemoConfig, cache_di
     with atomic_write(out / "report.md", "w") as f:
         f.write(_markdown(report, cfg, files))
     files["report.md"] = out / "report.md"
-    for path in files.values():  # atomic_write's temporary files are private (0600); a report is for reading
-        os.chmod(path, 0o644)
     return DemoResult(out_dir=out, files=files, summary=summary, seconds=round(seconds, 1))
 
 

@@ -72,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write
+from ._io import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -450,25 +450,6 @@ def _plain(obj: Any) -> Any:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _per_item(dataset, field: str, X: np.ndarray) -> np.ndarray:
-    """One row per item: the mean of an item's rows when a field has several (e.g. 5 captions per image)."""
-    item_of_row = np.asarray(dataset.item_of_row(field))
-    if len(item_of_row) == len(dataset) and np.array_equal(item_of_row, np.arange(len(dataset))):
-        return np.asarray(X)
-    sums = np.zeros((len(dataset), X.shape[1]), dtype=np.float64)
-    np.add.at(sums, item_of_row, np.asarray(X, dtype=np.float64))
-    counts = np.bincount(item_of_row, minlength=len(dataset))[:, None]
-    return (sums / np.maximum(counts, 1)).astype(np.float32)
-
-
-def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            h.update(block)
-    return h.hexdigest()
-
-
 class _FeatureStore:
     """Loads each feature set once, on first use: ``{layer: (n, d)}`` arrays and a fingerprint."""
 
@@ -483,7 +464,7 @@ class _FeatureStore:
         if name not in self._fingerprints:
             spec = self.cfg.features[name]
             if spec.file is not None:
-                self._fingerprints[name] = f"file:{_file_digest(spec.file)}:{spec.key or ''}"
+                self._fingerprints[name] = f"file:{sha256_file(spec.file)}:{spec.key or ''}"
             else:
                 self._fingerprints[name] = "cache:" + self._embed(name)[1]
         return self._fingerprints[name]
@@ -523,7 +504,7 @@ class _FeatureStore:
         dataset = load_dataset(spec.dataset, **spec.dataset_options)
         field = dataset.resolve_field(spec.field)
         feats = embed(encoder, dataset, field=field, cache_dir=self.cfg.cache_dir, show_progress=self.show_progress)
-        self._layers[name] = {layer: _per_item(dataset, field, np.asarray(arr)) for layer, arr in feats.layers.items()}
+        self._layers[name] = {layer: dataset.item_means(np.asarray(arr), field) for layer, arr in feats.layers.items()}
         self._fingerprints[name] = "cache:" + feats.key
         return self._layers[name], feats.key
 
@@ -827,8 +808,6 @@ def _write_outputs(cfg: ExperimentConfig, records: list[dict], aggregates: list[
     with atomic_write(out / "report.md", "w") as f:
         f.write(_report(cfg, records, aggregates, files))
     files["report.md"] = out / "report.md"
-    for path in files.values():  # temporary files are private (0600); results are for reading
-        os.chmod(path, 0o644)
     return files
 
 

@@ -29,11 +29,11 @@ import shutil
 import time
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ._io import atomic_write
+from ._io import atomic_write, sha256_file
 from ._validation import check_int
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,12 @@ class Features:
         }
 
 
-def cache_key(encoder, dataset, field: str) -> tuple[str, dict]:
-    """The cache key for (encoder, dataset, field) and the description it hashes."""
+def cache_key(encoder, dataset, field: str, batch_size: int) -> tuple[str, dict]:
+    """The cache key for (encoder, dataset, field, batch size) and the description it hashes.
+
+    The batch size is part of the key because padding changes a text encoder's floats in the last bits (~1e-7 for
+    minilm between batch sizes 1 and 40): a cached result is always bit-for-bit what a fresh run would give.
+    """
     from . import __version__
 
     desc = {
@@ -109,6 +113,7 @@ def cache_key(encoder, dataset, field: str) -> tuple[str, dict]:
         "encoder": {"spec": encoder.spec, "fingerprint": encoder.fingerprint(), "config": encoder.config()},
         "dataset": {"spec": dataset.spec, "fingerprint": dataset.fingerprint(field)},
         "field": field,
+        "batch_size": batch_size,
     }
     key = hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
     desc["unialign_version"] = __version__
@@ -118,14 +123,6 @@ def cache_key(encoder, dataset, field: str) -> tuple[str, dict]:
 def _safe_layer(layer: str) -> str:
     """A file-name-safe form of a layer name (``blocks.11`` stays, ``a/b`` becomes ``a_b``)."""
     return "".join(c if c.isalnum() or c in "._-+" else "_" for c in layer)
-
-
-def _sha256_file(path: Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load_entry(entry: Path, layers: Sequence[str], n: int, *, verify: bool) -> dict[str, np.ndarray] | None:
@@ -142,7 +139,7 @@ def _load_entry(entry: Path, layers: Sequence[str], n: int, *, verify: bool) -> 
             path = entry / info["file"]
             if path.stat().st_size != info["bytes"]:
                 raise ValueError(f"{path.name} has {path.stat().st_size} bytes, expected {info['bytes']}")
-            if verify and _sha256_file(path) != info["sha256"]:
+            if verify and sha256_file(path) != info["sha256"]:
                 raise ValueError(f"{path.name} fails its sha256 check")
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
             if arr.shape != (n, info["dim"]) or arr.dtype != np.float32:
@@ -185,7 +182,24 @@ class _BatchSource:
         return len(self.batches)
 
     def __getitem__(self, b: int):
-        return self.encoder.preprocess(self.dataset.get_many(self.batches[b], self.field))
+        try:
+            return self.encoder.preprocess(self.dataset.get_many(self.batches[b], self.field))
+        except Exception as exc:  # a worker's exception reaches the caller as torch's wrapper: keep the message
+            if isinstance(exc, (ValueError, TypeError, OSError)):
+                return _Failed(type(exc), str(exc))
+            raise
+
+
+class _Failed:
+    """An expected error raised while decoding a batch, carried back from a worker and re-raised as itself."""
+
+    def __init__(self, kind: type, message: str):
+        self.kind, self.message = kind, message
+
+    def reraise(self):
+        if issubclass(self.kind, OSError):
+            raise OSError(self.message)
+        raise self.kind(self.message)
 
 
 def _iter_batches(source: _BatchSource, num_workers: int):
@@ -297,7 +311,7 @@ def embed(
     n = len(ids)
     if n == 0:
         raise ValueError(f"dataset {dataset.spec!r} has no rows for field {field!r}; check the path or filter")
-    batch_size = check_int("batch_size", batch_size or encoder.default_batch_size, min_value=1)
+    batch_size = check_int("batch_size", encoder.default_batch_size if batch_size is None else batch_size, min_value=1)
     shard_size = check_int("shard_size", shard_size or 64 * batch_size, min_value=1)
     shard_size = -(-shard_size // batch_size) * batch_size  # batch boundaries never depend on where a run stopped
     if num_workers is None:
@@ -305,7 +319,7 @@ def embed(
     num_workers = check_int("num_workers", num_workers, min_value=0)
     rank, world_size, use_barrier = _distributed_context(rank, world_size)
 
-    key, desc = cache_key(encoder, dataset, field)
+    key, desc = cache_key(encoder, dataset, field, batch_size)
     entry = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / key[:2] / key
     layers = list(encoder.layers)
     desc.update(ids_sha256=hashlib.sha256("\n".join(ids).encode()).hexdigest(), n=n)
@@ -357,6 +371,8 @@ def _compute_shards(encoder, dataset, field, entry, layers, dims, todo, batch_si
     parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     t0 = time.perf_counter()
     for b, batch in enumerate(_iter_batches(source, num_workers)):
+        if isinstance(batch, _Failed):
+            batch.reraise()
         out = encoder.forward(batch)
         for layer in layers:
             arr = to_numpy_f32(out[layer])
@@ -394,7 +410,7 @@ def _merge(entry: Path, layers, dims, bounds, n: int, desc: dict) -> None:
             for start, stop in bounds:
                 shard = np.load(_shard_path(entry, layer, start, stop), allow_pickle=False)
                 f.write(np.ascontiguousarray(shard, dtype=np.float32).tobytes())
-        files[layer] = {"file": name, "dim": dims[layer], "bytes": target.stat().st_size, "sha256": _sha256_file(target)}
+        files[layer] = {"file": name, "dim": dims[layer], "bytes": target.stat().st_size, "sha256": sha256_file(target)}
     meta = dict(desc, files=files, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     with atomic_write(entry / "meta.json", "w") as f:
         json.dump(meta, f, indent=2, default=str)

@@ -219,7 +219,9 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
+        from align._io import atomic_write
+
+        with atomic_write(args.out, "w") as f:
             f.write(text + "\n")
 
 

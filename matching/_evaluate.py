@@ -70,6 +70,11 @@ def _medoid_seeds(Z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray
     return np.asarray(chosen, dtype=np.int64)
 
 
+def _std(values) -> float:
+    """Sample standard deviation over splits (ddof=1, as in the reports); 0 for a single split."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def evaluate(
     X: Any,
     Y: Any,
@@ -159,8 +164,8 @@ def evaluate(
     rec = rec_std = None
     if recalls:
         rec = {k: float(np.mean([r[k] for r in recalls])) for k in recall_at}
-        rec_std = {k: float(np.std([r[k] for r in recalls])) for k in recall_at}
-    return EvaluationResult(method=method_name, accuracy=float(np.mean(accs)), accuracy_std=float(np.std(accs)),
+        rec_std = {k: _std([r[k] for r in recalls]) for k in recall_at}
+    return EvaluationResult(method=method_name, accuracy=float(np.mean(accs)), accuracy_std=_std(accs),
                             accuracies=tuple(accs), recall=rec, recall_std=rec_std, n_seeds=n_seeds,
                             n_query=n_query, n_splits=n_splits, seed_selection=seed_selection, seconds=seconds,
                             params=dict(params))

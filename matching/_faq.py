@@ -30,7 +30,6 @@ class _Operand:
         return (self.dense if self.dense is not None else self.factor).shape[0]
 
     def padded(self, n: int) -> "_Operand":
-        import torch
 
         if self.n == n:
             return self

@@ -238,9 +238,10 @@ class TrainedProjector(Projector):
                 f"`out_dim` ({d_out}) differs from Y's dimension ({d_y}) but Y is not projected; "
                 "set project_y=True or leave out_dim unset"
             )
-        torch.manual_seed(config.seed)
-        x_head = self._make_head(d_x, d_out)
-        y_head = self._make_head(d_y, d_out) if self.project_y else None
+        with torch.random.fork_rng(devices=[]):  # seeded heads without touching the caller's global torch RNG
+            torch.manual_seed(config.seed)
+            x_head = self._make_head(d_x, d_out)
+            y_head = self._make_head(d_y, d_out) if self.project_y else None
         if check_choice("init", self.init, ("random", "ridge")) == "ridge":
             if self.project_y:
                 raise ValueError("init='ridge' maps X into Y's own space; it cannot be combined with project_y=True")

@@ -88,11 +88,12 @@ def test_empty_dataset_and_unreadable_image_are_clear(tmp_path):
     folder.mkdir()
     Image.new("RGB", (40, 30), (200, 10, 10)).save(folder / "good.png")
     (folder / "bad.png").write_bytes(b"not an image at all")
-    result = run(["embed", "--encoder", "efficientnet-lite0", "--dataset", f"imagefolder:{folder}",
-                  "--cache-dir", tmp_path / "c", "--no-progress", "--num-workers", "0"], expect=1)
-    err = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(err) == 1 and "bad.png" in err[0], result.stderr
-    assert not list((tmp_path / "c").glob("*/*/meta.json")), "a failed extraction must not leave a complete entry"
+    for workers in (["--num-workers", "0"], []):  # in-process, and the default decoding worker process
+        result = run(["embed", "--encoder", "efficientnet-lite0", "--dataset", f"imagefolder:{folder}",
+                      "--cache-dir", tmp_path / "c", "--no-progress", *workers], expect=1)
+        err = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(err) == 1 and "bad.png" in err[0] and "replace or delete" in err[0], result.stderr
+        assert not list((tmp_path / "c").glob("*/*/meta.json")), "a failed extraction must not leave a complete entry"
 
 
 def test_debug_shows_traceback(tmp_path):
@@ -109,3 +110,11 @@ def test_select_ranks_pairs_with_null(tmp_path, lines_file):
     assert out["n"] == 3 and len(out["pairs"]) == 1
     assert {out["pairs"][0]["a"], out["pairs"][0]["b"]} == {"minilm", "rand"}
     assert 0 <= out["pairs"][0]["p_value"] <= 1
+
+
+def test_key_value_options_read_numbers_lists_and_strings():
+    from align.cli import parse_key_values
+
+    got = parse_key_values(("alpha=1e-3", "k=10", "grid=[8, 16]", "sigma=median", "flag=true", "n-init=5"))
+    assert got == {"alpha": 0.001, "k": 10, "grid": [8, 16], "sigma": "median", "flag": True, "n_init": 5}
+    assert parse_key_values(("efficientnet-lite0=x.npy",), python_names=False) == {"efficientnet-lite0": "x.npy"}

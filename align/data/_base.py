@@ -70,6 +70,17 @@ class Dataset(ABC):
         """Item index of every row of ``field`` (identity unless an item has several rows)."""
         return np.arange(len(self.rows(field)))
 
+    def item_means(self, X: np.ndarray, field: str | None = None) -> np.ndarray:
+        """One row per item from the ``(rows, d)`` features of ``field``: the mean of an item's rows when it has
+        several (e.g. 5 captions per image), ``X`` itself otherwise."""
+        item_of_row = np.asarray(self.item_of_row(field))
+        if len(item_of_row) == len(self) and np.array_equal(item_of_row, np.arange(len(self))):
+            return np.asarray(X)
+        sums = np.zeros((len(self), X.shape[1]), dtype=np.float64)
+        np.add.at(sums, item_of_row, np.asarray(X, dtype=np.float64))
+        counts = np.bincount(item_of_row, minlength=len(self))[:, None]
+        return (sums / np.maximum(counts, 1)).astype(np.float32)
+
     @abstractmethod
     def get(self, row: int, field: str | None = None) -> Any:
         """Decode row ``row`` of ``field``: a ``str`` for text, an RGB ``PIL.Image.Image`` for images."""

@@ -129,7 +129,7 @@ def _read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
                         verts = np.stack([arr[c].astype(np.float64) for c in ("x", "y", "z")], axis=1)
                     continue
                 if name != "face" or len(props) != 1:
-                    raise ValueError(f"list properties are read only for a face element with one property")
+                    raise ValueError("list properties are read only for a face element with one property")
                 _, ctype, itype, _ = props[0]
                 cdt, idt = np.dtype(bo + _PLY_TYPES[ctype]), np.dtype(bo + _PLY_TYPES[itype])
                 tris = []

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._backend import resolve_device
+from .._io import sha256_file
 from .._validation import check_int
 from ._base import Encoder
 
@@ -175,11 +176,7 @@ def file_digest(path: str | os.PathLike) -> str:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _FILE_DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _FILE_DIGESTS[key] = h.hexdigest()
+        _FILE_DIGESTS[key] = sha256_file(path)
     return _FILE_DIGESTS[key]
 
 

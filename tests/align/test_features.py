@@ -198,3 +198,22 @@ def test_torchrun_gloo_two_ranks_split_the_work_and_agree(tmp_path):
         assert_array_equal(np.load(tmp_path / f"rank{r}.npy"), ref)
     calls = [int(np.load(tmp_path / f"calls{r}.npy")) for r in (0, 1)]
     assert sum(calls) == 10 and min(calls) > 0  # 37 rows = 10 batches of 4, split between the ranks
+
+
+def test_batch_size_is_part_of_the_key_and_zero_is_an_error(tmp_path):
+    ds = ToyText(9)
+    a = embed(ToyEncoder(), ds, cache_dir=tmp_path, batch_size=4)
+    b = embed(ToyEncoder(), ds, cache_dir=tmp_path, batch_size=3)
+    assert a.key != b.key and not b.from_cache
+    with pytest.raises(ValueError, match="`batch_size` must be >= 1"):
+        embed(ToyEncoder(), ds, cache_dir=tmp_path, batch_size=0)
+
+
+def test_cache_files_get_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        feats = embed(ToyEncoder(), ToyText(5), cache_dir=tmp_path)
+    finally:
+        os.umask(old)
+    for path in (_entry_file(feats), feats.path / "meta.json"):
+        assert path.stat().st_mode & 0o777 == 0o644, oct(path.stat().st_mode)

@@ -50,7 +50,7 @@ def test_metric_parameters(files):
     out = json.loads(_run("similarity", str(d / "x.npy"), str(d / "y.npy"), "-m", "svcca", "-p", "variance=0.9")
                      .stdout)
     assert out["settings"]["variance"] == 0.9
-    table = json.loads(_run("similarity", "-", "-", "--list").stdout)
+    table = json.loads(_run("similarity", "--list").stdout)
     assert table["linear_cka"]["invariances"] == ["rotation", "isotropic_scale", "translation"]
 
 

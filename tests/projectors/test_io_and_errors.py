@@ -113,3 +113,15 @@ def test_trained_kind_accepts_tensors(data):
     out = p.transform(torch.from_numpy(X))
     assert isinstance(out, torch.Tensor) and out.shape == (120, 5)
     assert_allclose(out.numpy(), p.transform(X), rtol=1e-6)
+
+
+def test_fit_leaves_the_callers_global_torch_rng_alone():
+    import torch
+
+    X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    Y = np.random.default_rng(1).normal(size=(40, 5)).astype(np.float32)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    make_projector("mlp", hidden_dim=8, max_epochs=1).fit(X, Y)
+    assert torch.equal(torch.rand(3), expected)

@@ -127,7 +127,6 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
         proc.wait()
     state = torch.load(ckpt, weights_only=True)["state"]
     assert state["epoch"] < 12, "the run finished before it was killed; the test did not test resuming"
-    assert not list(tmp_path.glob(".run.ckpt.*.tmp")) or True  # a kill mid-write leaves at most a temp file
     resumed = worker.fit(epochs=12, checkpoint=str(ckpt))
     assert len(resumed.history_) == 12
     for k, v in reference.items():
