@@ -238,6 +238,8 @@ def embed(encoder_spec, dataset_spec, field, layers, pooling, normalize, device,
     from .encoders import load_encoder
     from .features import embed as embed_features
 
+    if out is not None and not out.lower().endswith((".npy", ".npz", ".safetensors")):
+        raise ValueError(f"`--out` must end in .npy, .npz or .safetensors, got {out!r}")
     options = parse_key_values(encoder_options, "--encoder-option")
     given = {"layers": list(layers) or None, "pooling": pooling, "normalize": normalize, "device": device,
              "dtype": dtype}
@@ -607,7 +609,7 @@ def select_command(dataset_spec, encoder_specs, feature_files, metric, n_permuta
 @click.option("--progress/--no-progress", default=True, help="Step timings and progress bars on stderr.")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="Threads for torch, BLAS and e5 during the run (0: leave the defaults). One thread keeps the "
-                   "demo fast on a busy machine (38 s vs 315 s for two on 2 busy cores; 39 s vs 32 s when idle).")
+                   "demo fast on a busy machine, where two-thread BLAS can spin-wait for a core.")
 @handle_errors
 def demo_command(out_dir, quick, seed, cache_dir, progress, threads):
     """The main job on what pip brings: EfficientNet-Lite0, all-MiniLM-L6-v2 and multilingual-e5-small on the
