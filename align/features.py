@@ -184,21 +184,20 @@ class _BatchSource:
     def __getitem__(self, b: int):
         try:
             return self.encoder.preprocess(self.dataset.get_many(self.batches[b], self.field))
-        except Exception as exc:  # a worker's exception reaches the caller as torch's wrapper: keep the message
-            if isinstance(exc, (ValueError, TypeError, OSError)):
-                return _Failed(type(exc), str(exc))
-            raise
+        except (ValueError, TypeError, OSError) as exc:  # torch would wrap a worker's exception: keep the message
+            return _Failed(exc)
 
 
 class _Failed:
-    """An expected error raised while decoding a batch, carried back from a worker and re-raised as itself."""
+    """An expected error raised while decoding a batch, carried back from a worker and re-raised as one line."""
 
-    def __init__(self, kind: type, message: str):
-        self.kind, self.message = kind, message
+    _KINDS = (FileNotFoundError, PermissionError, ValueError, TypeError, OSError)
+
+    def __init__(self, exc: Exception):
+        self.kind = next(k for k in self._KINDS if isinstance(exc, k))  # a class that takes one message argument
+        self.message = str(exc)
 
     def reraise(self):
-        if issubclass(self.kind, OSError):
-            raise OSError(self.message)
         raise self.kind(self.message)
 
 
