@@ -2,10 +2,13 @@
 
 Sections (each prints JSON lines to stdout, one per measurement; ``--out FILE`` also writes them to a file):
 
-``faq``        seeded FAQ (ours) vs scipy's ``quadratic_assignment`` (and graspologic's ``graph_match`` when it is
-               installed) with the same number of restarts, plus POT's Gromov–Wasserstein solvers, on synthetic
-               problems with a planted correspondence: correlated features (centred cosine kernels) and
-               correlated Erdős–Rényi graphs, n = 200 → 2,000, correlation 0.6 → 0.9.
+``faq``        seeded FAQ (ours) vs scipy's ``quadratic_assignment`` and graspologic's ``graph_match`` with the
+               same number of restarts, the transport (GOAT) relaxation (ours vs graspologic's), plus POT's
+               Gromov–Wasserstein solvers, on synthetic problems with a planted correspondence: correlated features
+               (centred cosine kernels) and correlated Erdős–Rényi graphs, n = 200 → 2,000, correlation 0.6 → 0.9.
+               graspologic pins numpy < 2, so it runs as a subprocess peer from its own venv
+               (``bash benchmarks/peers/setup_graspologic.sh``; ``--graspologic-python``) on the same inputs
+               saved to a .npz, timed inside the subprocess around the solver call; without that venv it is skipped.
 ``local-cka``  vectorised local CKA vs the loop over pairs (the paper's implementation), 320 base + 500 query.
 ``real``       every method on real paired features (row i of --x and --y is the same item), the protocol of
                Maniparambil et al.: n_seeds known pairs + n_query hidden items, mean ± std over splits.
@@ -24,13 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 
 def _pin_threads(n: int) -> None:
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(n)
 
 
@@ -73,15 +78,6 @@ def scipy_faq(A: np.ndarray, B: np.ndarray, seeds: np.ndarray, n_init: int, rng:
     return np.asarray(best.col_ind)
 
 
-def graspologic_faq(A, B, seeds, n_init, rng):
-    from graspologic.match import graph_match  # noqa: F401 (only when installed)
-
-    res = graph_match(A, B, partial_match=seeds, n_init=n_init, maximize=True, rng=int(rng.integers(2**31)))
-    col = np.full(len(A), -1)
-    col[res.indices_A] = res.indices_B
-    return col
-
-
 def pot_gw(A, B, seeds, n_init, rng, entropic=False):
     """POT's Gromov–Wasserstein with its defaults (product start; entropic: epsilon=0.1), then an assignment."""
     import ot
@@ -101,13 +97,37 @@ def pot_gw(A, B, seeds, n_init, rng, entropic=False):
     return col
 
 
-def have_graspologic() -> bool:
-    try:
-        import graspologic  # noqa: F401
+PEER_DIR = Path(__file__).resolve().parent / "peers"
+DEFAULT_GRASPOLOGIC_PYTHON = Path(__file__).resolve().parent / ".peers" / "graspologic" / "bin" / "python"
 
-        return True
-    except Exception:
-        return False
+
+def graspologic_python(path: str | None) -> str | None:
+    """The peer interpreter with graspologic (``--graspologic-python``, else the default venv), or None."""
+    cand = Path(path) if path else DEFAULT_GRASPOLOGIC_PYTHON
+    if not cand.exists():
+        return None
+    probe = subprocess.run([str(cand), "-c", "import importlib.util as u; assert u.find_spec('graspologic')"],
+                           capture_output=True, text=True)
+    return str(cand) if probe.returncode == 0 else None
+
+
+def graspologic_peer(python: str, A, B, seeds, truth, free, rng: int, runs: list[dict], threads: int) -> dict:
+    """Run ``graspologic.match.graph_match`` in the peer interpreter on exactly these inputs (saved to a .npz).
+
+    ``runs``: ``[{"name", "params"}]``, keyword arguments of ``graph_match``. Times are measured inside the
+    subprocess around the solver call only (see benchmarks/peers/graspologic_peer.py); threads pinned as here.
+    """
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[var] = str(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "problem.npz")
+        np.savez(path, A=A, B=B, seeds=seeds, truth=truth, free=free, rng=rng, runs=json.dumps(runs))
+        proc = subprocess.run([python, str(PEER_DIR / "graspologic_peer.py"), path], capture_output=True,
+                              text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"graspologic peer failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- problems ---------------------------------------
@@ -140,14 +160,17 @@ def graph_problem(n: int, rho: float, rng: np.random.Generator, p: float = 0.3):
 
 
 def bench_faq(quick: bool, restarts: int | None, sizes: list[int] | None, rhos: list[float] | None, seed: int,
-              peers_max_n: int, pot_max_n: int) -> None:
+              peers_max_n: int, pot_max_n: int, grasp_python: str | None = None, threads: int = 1,
+              goat_restarts: int | None = None, grasp_default_max_n: int = 10**9) -> None:
     sizes = sizes or ([200] if quick else [200, 500, 1000, 2000])
     rhos = rhos or ([0.9] if quick else [0.6, 0.9])
-    grasp = have_graspologic()
+    grasp = graspologic_python(grasp_python)
     Xw, Yw, pw = feature_problem(50, 0.9, np.random.default_rng(0))  # warm-up: first-call costs of torch / scipy
     matching.match(Xw, Yw, "faq", np.stack([np.arange(5), pw[:5]], 1), n_init=2)
     if not grasp:
-        record(section="faq", note="graspologic not installed: skipped (installing it would downgrade numpy)")
+        record(section="faq", note=f"graspologic skipped: no peer interpreter with graspologic at "
+                                   f"{grasp_python or DEFAULT_GRASPOLOGIC_PYTHON} (create it with "
+                                   f"benchmarks/peers/setup_graspologic.sh; it cannot share this venv's numpy)")
     for family in ("features", "graphs"):
         for n in sizes:
             # same number of restarts for every FAQ; fewer at large n to keep the run in minutes
@@ -174,12 +197,31 @@ def bench_faq(quick: bool, restarts: int | None, sizes: list[int] | None, rhos: 
                 else:
                     res = matching.faq(A, B, seeds, n_init=R, rng=seed)
                 rows["ours"] = (time.process_time() - t, acc(res.col_ind))
-                peers = [("scipy", scipy_faq)] + ([("graspologic", graspologic_faq)] if grasp else [])
+                Rg = goat_restarts or R
+                extra = {}
                 if n <= peers_max_n:
-                    for name, fn in peers:
-                        t = time.process_time()
-                        col = fn(A, B, seeds, R, np.random.default_rng(seed))
-                        rows[name] = (time.process_time() - t, acc(col))
+                    t = time.process_time()
+                    col = scipy_faq(A, B, seeds, R, np.random.default_rng(seed))
+                    rows["scipy"] = (time.process_time() - t, acc(col))
+                    # GOAT: the optimal-transport relaxation, ours vs graspologic's
+                    t = time.process_time()
+                    if family == "features":
+                        res = matching.match(X, Y, "faq", seeds, rng=seed, n_init=Rg, transport=True)
+                    else:
+                        res = matching.faq(A, B, seeds, n_init=Rg, rng=seed, transport=True)
+                    rows["ours_goat"] = (time.process_time() - t, acc(res.col_ind))
+                    if grasp:
+                        # same restarts and starts as ours / scipy ((J + K) / 2), same max_iter / tol; no shuffling
+                        same = dict(shuffle_input=False, init_perturbation=0.5, tol=0.03, max_iter=30)
+                        runs = [dict(name="graspologic", params=dict(n_init=R, **same)),
+                                dict(name="graspologic_goat", params=dict(n_init=Rg, transport=True, **same))]
+                        if n <= grasp_default_max_n:  # graph_match's defaults, only n_init set
+                            runs.append(dict(name="graspologic_default", params=dict(n_init=R)))
+                        out = graspologic_peer(grasp, A, B, seeds, perm, free, seed, runs, threads)
+                        for r in out["runs"]:
+                            rows[r["name"]] = (r["cpu_s"], r["acc"])
+                            extra[f"{r['name']}_wall_s"] = round(r["wall_s"], 4)
+                        extra["graspologic_version"] = out["versions"]["graspologic"]
                     if family == "features" and n <= pot_max_n:  # our seeded GW (entropic start), same features
                         t = time.process_time()
                         col = matching.match(X, Y, "gw", seeds).col_ind
@@ -190,10 +232,17 @@ def bench_faq(quick: bool, restarts: int | None, sizes: list[int] | None, rhos: 
                         rows[name] = (time.process_time() - t, acc(col))
                 t_ours = rows["ours"][0]
                 faq_peers = [v[0] for kname, v in rows.items() if kname in ("scipy", "graspologic")]
+                ratios = {f"{name}_over_ours": round(rows[name][0] / t_ours, 2)
+                          for name in ("scipy", "graspologic", "graspologic_default") if name in rows}
+                if "graspologic_goat" in rows:
+                    ratios["graspologic_goat_over_ours_goat"] = round(rows["graspologic_goat"][0]
+                                                                      / rows["ours_goat"][0], 2)
                 record(section="faq", family=family, n=n, rho=rho, n_seeds=k, restarts=R,
+                       **({"goat_restarts": Rg} if "ours_goat" in rows else {}),
                        **{f"{name}_s": round(v[0], 4) for name, v in rows.items()},
                        **{f"{name}_acc": round(v[1], 4) for name, v in rows.items()},
-                       speedup_vs_fastest_faq_peer=round(min(faq_peers) / t_ours, 2) if faq_peers else None)
+                       speedup_vs_fastest_faq_peer=round(min(faq_peers) / t_ours, 2) if faq_peers else None,
+                       **ratios, **extra)
 
 
 def bench_local_cka(quick: bool, seed: int, naive_rows: int | None) -> None:
@@ -276,6 +325,13 @@ def main(argv=None) -> None:
     ap.add_argument("--rhos", type=lambda s: [float(v) for v in s.split(",")], default=None)
     ap.add_argument("--peers-max-n", type=int, default=10**9, help="faq: skip all peers above this n")
     ap.add_argument("--pot-max-n", type=int, default=1000, help="faq: skip the POT/GW peers above this n")
+    ap.add_argument("--graspologic-python", default=None,
+                    help="faq: python of a venv with graspologic, run as a subprocess peer (default: "
+                         "benchmarks/.peers/graspologic/bin/python if it exists; see benchmarks/peers/)")
+    ap.add_argument("--goat-restarts", type=int, default=None,
+                    help="faq: restarts of the transport=True (GOAT) runs, ours and graspologic's (default: as FAQ)")
+    ap.add_argument("--graspologic-default-max-n", type=int, default=10**9,
+                    help="faq: also run graph_match with its default settings up to this n")
     ap.add_argument("--naive-rows", type=int, default=None, help="local-cka: query rows timed in the loop")
     ap.add_argument("--x", help="real: features of side X (.npy)")
     ap.add_argument("--y", help="real: features of side Y (.npy), row i pairs with row i of --x")
@@ -290,7 +346,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     quick = not args.full
     if args.section in ("faq", "all"):
-        bench_faq(quick, args.restarts, args.sizes, args.rhos, args.seed, args.peers_max_n, args.pot_max_n)
+        bench_faq(quick, args.restarts, args.sizes, args.rhos, args.seed, args.peers_max_n, args.pot_max_n,
+                  args.graspologic_python, args.threads, args.goat_restarts, args.graspologic_default_max_n)
     if args.section in ("local-cka", "all"):
         bench_local_cka(quick, args.seed, args.naive_rows)
     if args.section == "real" or (args.section == "all" and args.x):
