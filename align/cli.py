@@ -76,11 +76,13 @@ def handle_errors(func: Callable) -> Callable:
     return wrapper
 
 
-def parse_key_values(items: tuple[str, ...], option: str = "--param", *, python_names: bool = True) -> dict[str, Any]:
+def parse_key_values(items: tuple[str, ...], option: str = "--param", *, python_names: bool = True,
+                     reserved: dict[str, str] | None = None) -> dict[str, Any]:
     """``KEY=VALUE`` pairs from a repeated option; values read as YAML (``10``, ``0.5``, ``true``, ``[8, 16]``).
 
     A value YAML cannot read stays a string. With ``python_names`` a key's dashes become underscores
     (``--param n-init=5`` -> ``n_init``); keys that are names chosen by the user (``--features NAME=FILE``) keep theirs.
+    ``reserved`` maps keys the command sets itself to the option that sets them; such a key is a usage error.
     """
     import yaml
 
@@ -99,7 +101,11 @@ def parse_key_values(items: tuple[str, ...], option: str = "--param", *, python_
                 parsed = float(parsed)
             except ValueError:
                 pass
-        out[key.replace("-", "_") if python_names else key] = parsed
+        key = key.replace("-", "_") if python_names else key
+        if reserved and key in reserved:
+            hint = f"use {reserved[key]}" if reserved[key] else "it is not a parameter"
+            raise click.BadParameter(f"{key!r} is set by the command itself; {hint}", param_hint=option)
+        out[key] = parsed
     return out
 
 
@@ -168,7 +174,9 @@ def similarity_command(x_path, y_path, metric, n_permutations, seed, params, sig
         return
     if x_path is None or y_path is None:
         raise click.UsageError("give two feature files X and Y (or --list to see the metrics)")
-    kwargs = parse_key_values(params)
+    kwargs = parse_key_values(params, reserved={
+        "X": "", "Y": "", "metric": "--metric", "batch_size": "--batch-size", "device": "--device",
+        "n_permutations": "--null", "rng": "--seed"})
     if sigma is not None:
         try:
             kwargs["sigma"] = float(sigma)
@@ -303,7 +311,7 @@ def encoders_command() -> None:
 @click.option("--x", "x_path", required=True, help="Source features (n, d_x): .npy/.npz/.safetensors (FILE[:KEY]).")
 @click.option("--y", "y_path", required=True, help="Target features (n, d_y); row i pairs with row i of --x.")
 @click.option("--out", "out_path", required=True, help="Where to save the fitted projector (.pt).")
-@click.option("--val-fraction", default=0.1, show_default=True, type=float,
+@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Share of pairs (of groups, with --groups) held out for early stopping and the final report.")
 @click.option("--groups", "groups_path", default=None,
               help="Optional .npy of int group ids (n,): rows with one id are all positives (e.g. 5 captions/image).")
@@ -354,7 +362,7 @@ def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss,
         groups = np.asarray(load_features(groups_path, mmap=False))
         if groups.shape != (X.shape[0],) or groups.dtype.kind not in "iu":
             raise ValueError(f"--groups must hold one int id per row ({X.shape[0]},), got {groups.dtype} {groups.shape}")
-    kw = parse_key_values(params)
+    kw = parse_key_values(params, reserved={"kind": "--kind", "rng": "--seed"})
     projector = make_projector(kind, **kw)
     trained = isinstance(projector, TrainedProjector) and not (
         kind == "linear" and projector.get_params().get("solver", "closed_form") == "closed_form")
@@ -507,7 +515,9 @@ def match_command(x_path, y_path, method, seeds_path, n_seeds, n_query, splits, 
     """
     import matching
 
-    options = parse_key_values(params)
+    options = parse_key_values(params, reserved={
+        "X": "", "Y": "", "method": "--method", "partial_match": "--seeds", "rng": "--seed", "n_seeds": "--n-seeds",
+        "n_query": "--n-query", "n_splits": "--splits", "seed_selection": "--seed-selection"})
     if kernel is not None:
         options["kernel"] = kernel
     if n_init is not None:
