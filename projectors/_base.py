@@ -185,8 +185,12 @@ class Projector:
             "metadata": meta,
         }
         path = Path(path)
+        import io
+
+        buffer = io.BytesIO()  # serialise first: torch.save hides a failed write (a full disk) as RuntimeError
+        torch.save(payload, buffer)
         with atomic_write(path) as f:
-            torch.save(payload, f)
+            f.write(buffer.getbuffer())
         return path
 
 

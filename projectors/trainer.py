@@ -366,8 +366,12 @@ def train(
         payload = {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "n_rows": int(n),
                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                    "state": state, "metadata": metadata or {}}
+        import io
+
+        buffer = io.BytesIO()  # serialise first: torch.save hides a failed write (a full disk) as RuntimeError
+        torch.save(payload, buffer)
         with atomic_write(ckpt_path) as f:
-            torch.save(payload, f)
+            f.write(buffer.getbuffer())
 
     positives_val = _positives_from_groups(groups_val) if X_val is not None else None
     groups_t = None if groups is None else np.asarray(groups, dtype=np.int64)
