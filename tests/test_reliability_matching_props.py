@@ -84,7 +84,7 @@ def test_evaluate_is_reproducible(method):
     rng = np.random.default_rng(3)
     X = rng.standard_normal((40, 5))
     Y = X @ rng.standard_normal((5, 6)) + 0.5 * rng.standard_normal((40, 6))
-    kw = dict(n_seeds=8, n_query=10, n_splits=2, rng=7)
+    kw = {"n_seeds": 8, "n_query": 10, "n_splits": 2, "rng": 7}
     if method == "faq":
         kw["n_init"] = 2
     a = matching.evaluate(X, Y, method, **kw).to_dict()
