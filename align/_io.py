@@ -99,6 +99,7 @@ def load_features(path: str | os.PathLike, *, key: str | None = None, mmap: bool
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
+            _check_npy_size(path)
             arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -121,6 +122,22 @@ def load_features(path: str | os.PathLike, *, key: str | None = None, mmap: bool
     except Exception as exc:  # safetensors raises its own error types
         raise ValueError(f"feature file {str(path)!r} could not be read ({type(exc).__name__}: {exc}); recreate it") from None
     return arr
+
+
+def _check_npy_size(path: Path) -> None:
+    """A ``.npy`` file must hold exactly the bytes its header promises: numpy reads a file with extra bytes, so a
+    damaged shape in the header (``(7, 3)`` -> ``(7, 2)``) would otherwise load as a smaller, wrong array."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        expected = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = path.stat().st_size
+    if not dtype.hasobject and size != expected:
+        raise ValueError(
+            f"feature file {str(path)!r} is truncated or corrupt: {size} bytes on disk, its header promises {expected} "
+            f"for shape {shape} {dtype}; recreate it"
+        )
 
 
 def _pick(names: list[str], key: str | None, path: Path) -> str:
