@@ -28,6 +28,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     ...     np.save(f, X)
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {str(path)!r}: it is a directory; give a file name inside it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

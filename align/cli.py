@@ -350,6 +350,8 @@ def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss,
 
     from ._io import load_features
 
+    if os.path.isdir(out_path):  # before training, not after
+        raise ValueError(f"--out {out_path!r} is a directory; give a file name such as {os.path.join(out_path, 'proj.pt')}")
     X = np.asarray(load_features(x_path))
     Y = np.asarray(load_features(y_path))
     if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:

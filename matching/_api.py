@@ -125,6 +125,13 @@ def check_method_params(method: str, params: dict) -> tuple[Callable, int]:
     return func, min_seeds
 
 
+def check_not_constant(X: Any, name: str) -> None:
+    """Raise a one-line ``ValueError`` when every row of ``X`` (at least 2 rows) is the same: nothing to match on."""
+    if X.shape[0] > 1 and bool((X == X[:1]).all()):
+        raise ValueError(f"`{name}` is constant (every row is the same), so no item can be told from another; "
+                         "check that the features were extracted from different inputs")
+
+
 def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: Any = None, **params) -> MatchResult:
     r"""Find which row of ``Y`` corresponds to each row of ``X`` without training, from structure and a few known pairs.
 
@@ -173,6 +180,8 @@ def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: A
     if is_torch(X) != is_torch(Y):
         raise TypeError(f"`X` and `Y` must both be numpy arrays or both torch tensors, got "
                         f"{type(X).__name__} and {type(Y).__name__}")
+    check_not_constant(X, "X")
+    check_not_constant(Y, "Y")
     n_x, n_y = X.shape[0], Y.shape[0]
     pm = np.asarray(partial_match.detach().cpu() if is_torch(partial_match) else partial_match) \
         if partial_match is not None else None

@@ -114,7 +114,7 @@ def evaluate(
     """
     from align._backend import to_numpy
 
-    from ._api import check_method_params, match
+    from ._api import check_method_params, check_not_constant, match
 
     if callable(method):
         run, method_name = method, getattr(method, "__name__", "callable")
@@ -123,6 +123,8 @@ def evaluate(
         run, method_name = match, method
     X, Y = check_paired(X, Y)
     X, Y = to_numpy(X), to_numpy(Y)
+    check_not_constant(X, "X")
+    check_not_constant(Y, "Y")
     n = X.shape[0]
     n_seeds = check_int("n_seeds", n_seeds, min_value=0)
     n_query = check_int("n_query", n_query, min_value=1)

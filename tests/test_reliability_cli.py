@@ -44,6 +44,7 @@ def _files(tmp) -> dict[str, str]:
     npy("Xstr", np.array([["a", "b"], ["c", "d"]]))
     npy("X3", X[:3])
     npy("Y3", Y[:3])
+    npy("pos", np.arange(40) + 5)
     npy("X2", X[:2])
     npy("Y2", Y[:2])
     # truncated / corrupt files of each format
@@ -124,6 +125,8 @@ CASES = [
     ("sim-junk-safetensors", "similarity {junk_safetensors} {Y}", 1, "could not be read"),
     ("sim-csv", "similarity {X_csv} {Y}", 1, "unknown suffix"),
     ("sim-small-n", "similarity {X3} {Y3} --metric mutual_knn -p k=10", 1, "k"),
+    ("sim-cca-small-n", "similarity {X3} {Y3} --metric svcca", 1, "more items than kept dimensions"),
+    ("sim-bad-sigma", "similarity {X} {Y} --metric rbf_cka --sigma -1", 1, "sigma"),
     ("sim-bad-param", "similarity {X} {Y} -p nosuch=1", 1, "nosuch"),
     ("sim-reserved-device", "similarity {X} {Y} -p device=cpu", 2, "use --device"),
     ("sim-reserved-batch", "similarity {X} {Y} -p batch_size=3", 2, "use --batch-size"),
@@ -136,6 +139,13 @@ CASES = [
     ("match-1d", "match {X1d} {Y} --n-seeds 5 --n-query 5 --splits 1", 1, "2-d"),
     ("match-empty", "match {Xempty} {Y} --n-seeds 5 --n-query 5 --splits 1", 1, "row"),
     ("match-too-few", "match {X} {Y} --n-seeds 30 --n-query 30 --splits 1", 1, "n_seeds"),
+    ("match-constant", "match {Xconst} {Y} --n-seeds 5 --n-query 5 --splits 1", 1, "constant"),
+    ("match-constant-seeds", "match {X} {Xconst} --seeds {unsorted_csv}", 1, "constant"),
+    ("match-3d", "match {X3d} {Y} --n-seeds 5 --n-query 5 --splits 1", 1, "2-d"),
+    ("match-more-seeds-than-items", "match {X3} {Y3} --method procrustes --seeds {unsorted_csv}", 1,
+     "cannot be more known pairs"),
+    ("match-zero-seeds-anchor", "match {X} {Y} --method procrustes --n-seeds 0 --n-query 5 --splits 1", 1,
+     "at least 2 known pairs"),
     ("match-unknown-method", "match {X} {Y} --method nosuch", 1, "unknown method"),
     ("match-unknown-kernel", "match {X} {Y} --kernel nosuch --n-seeds 5 --n-query 5 --splits 1", 1, "kernel"),
     ("match-seeds-dup", "match {X} {Y} --seeds {dup_csv}", 1, "duplicates"),
@@ -161,6 +171,9 @@ CASES = [
     ("fit-val-one", "fit --kind linear --x {X} --y {Y} --val-fraction 1 --out {tmp}/p.pt", 2, "--val-fraction"),
     ("fit-reserved-kind", "fit --kind linear --x {X} --y {Y} -p kind=mlp --out {tmp}/p.pt", 2, "use --kind"),
     ("fit-reserved-rng", "fit --kind mlp --x {X} --y {Y} -p rng=3 --out {tmp}/p.pt", 2, "use --seed"),
+    ("fit-out-directory", "fit --kind linear --x {X} --y {Y} --out {tmp}", 1, "is a directory"),
+    ("fit-cca-small-n", "fit --kind cca --x {X3} --y {Y3} --val-fraction 0 --out {tmp}/p.pt", 1, "n_components"),
+    ("fit-groups-float", "fit --kind linear --x {X} --y {Y} --groups {Y} --out {tmp}/p.pt", 1, "--groups"),
     ("fit-bad-param", "fit --kind linear --x {X} --y {Y} -p nosuch=1 --out {tmp}/p.pt", 1, "nosuch"),
     ("fit-trunc", "fit --kind linear --x {trunc_npz} --y {Y} --out {tmp}/p.pt", 1, "truncated or corrupt"),
     ("fit-epochs-closed-form", "fit --kind procrustes --x {X} --y {Y} --epochs 3 --out {tmp}/p.pt", 2,
@@ -176,6 +189,9 @@ CASES = [
     ("retrieve-wrong-dim-y", "retrieve --projector {proj} --x {X} --y {Ywide}", 1, "features"),
     ("retrieve-bad-ks", "retrieve --projector {proj} --x {X} --y {Y} --ks 1,a", 2, "--ks"),
     ("retrieve-nan", "retrieve --projector {proj} --x {Xnan} --y {Y}", 1, "nan or infinite"),
+    ("retrieve-positives-range", "retrieve --projector {proj} --x {X} --y {Y} --positives {pos}", 1,
+     "must index gallery rows"),
+    ("retrieve-not-a-projector", "retrieve --projector {X} --x {X} --y {Y}", 1, "truncated or corrupt"),
     # ---- embed
     ("embed-unknown-encoder", "embed --encoder nosuch --dataset text:{lines}", 1, "unknown encoder"),
     ("embed-unknown-prefix", "embed --encoder zzz:thing --dataset text:{lines}", 1, "unknown encoder"),
@@ -189,6 +205,8 @@ CASES = [
      1, "unknown metric"),
     # ---- zeroshot
     ("zeroshot-missing-projector", "zeroshot --projector {nopt} --images {tmp}", 1, "does not exist"),
+    ("zeroshot-wrong-encoder", "zeroshot --projector {proj} --images {tmp} --encoder file:{Ywide}", 1,
+     "projector takes 6-d inputs"),
     ("zeroshot-junk-projector", "zeroshot --projector {junk_pt} --images {tmp}", 1, "truncated or corrupt"),
     # ---- run
     ("run-missing", "run {noyaml}", 1, "does not exist"),
