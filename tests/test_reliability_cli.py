@@ -96,6 +96,19 @@ def _files(tmp) -> dict[str, str]:
     for name in ("bad.yaml", "list.yaml", "empty.yaml", "unknown.yaml"):
         out[name.replace(".", "_")] = str(tmp / name)
     out["noyaml"] = str(tmp / "nope.yaml")
+    # unreadable meshes / point clouds (each folder also holds one good mesh) and an unreadable image
+    good_off = "OFF\n4 1 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 1 2\n"
+    for name, content in (("bad.off", "OFF\n3 1 0\n0 0 0\n1 0\n"), ("bad.ply", "ply\nformat ascii 1.0\nend_header\n"),
+                          ("bad.obj", "v 0 0\nv 1 1\nv 2 2\n"), ("bad.txt", "1 2\n3 4\n5 6\n"),
+                          ("bad.npy", "junk")):
+        folder = tmp / f"mesh_{name.split('.')[1]}"
+        folder.mkdir()
+        (folder / "good.off").write_text(good_off)
+        (folder / name).write_text(content)
+        out[folder.name] = str(folder)
+    (tmp / "images").mkdir()
+    (tmp / "images" / "n01440764_tench.JPEG").write_bytes(b"not a jpeg")
+    out["images"] = str(tmp / "images")
     (tmp / "lines.txt").write_text("a dog\na cat\n")
     out["lines"] = str(tmp / "lines.txt")
     return out
@@ -198,6 +211,14 @@ CASES = [
     ("embed-unknown-dataset", "embed --encoder file:{X} --dataset zzz:thing", 1, "unknown dataset"),
     ("embed-bad-out", "embed --encoder file:{X} --dataset text:{lines} --out {tmp}/x.csv", 1, "--out"),
     ("embed-file-encoder-missing", "embed --encoder file:{missing} --dataset text:{lines}", 1, "does not exist"),
+    ("embed-bad-off", "embed --encoder shape:d2 --dataset pointcloud:{mesh_off} --no-progress", 1, "malformed off"),
+    ("embed-bad-ply", "embed --encoder shape:d2 --dataset pointcloud:{mesh_ply} --no-progress", 1, "no vertex element"),
+    ("embed-bad-obj", "embed --encoder shape:d2 --dataset pointcloud:{mesh_obj} --no-progress", 1, "needs x y z"),
+    ("embed-bad-xyz", "embed --encoder shape:d2 --dataset pointcloud:{mesh_txt} --no-progress", 1, "not 3"),
+    ("embed-bad-points-npy", "embed --encoder shape:d2 --dataset pointcloud:{mesh_npy} --no-progress", 1,
+     "not a readable .npy"),
+    ("embed-unreadable-image", "embed --encoder efficientnet-lite0 --dataset imagefolder:{images} --no-progress", 1,
+     "cannot read image"),
     # ---- select
     ("select-one-candidate", "select --dataset text:{lines} --features a={X}", 2, "at least two"),
     ("select-wrong-rows", "select --dataset text:{lines} --features a={X} --features b={Y}", 1, "rows"),

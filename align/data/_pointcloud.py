@@ -155,6 +155,8 @@ def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
             if not parts:
                 continue
             if parts[0] == "v":
+                if len(parts) < 4:
+                    raise ValueError(f"vertex line {line.strip()!r} needs x y z")
                 verts.append([float(x) for x in parts[1:4]])
             elif parts[0] == "f":
                 poly = [int(p.split("/")[0]) for p in parts[1:]]
@@ -169,6 +171,8 @@ def _read_points_txt(path: Path) -> np.ndarray:
     rows = [ln.replace(",", " ").split() for ln in open_text(path).splitlines() if ln.strip()]
     try:
         pts = np.asarray([r[:3] for r in rows], dtype=np.float64)
+        if pts.size and (pts.ndim != 2 or pts.shape[1] != 3):  # "x y" lines would reshape into wrong points
+            raise ValueError(f"a line has {pts.shape[-1]} values, not 3")
     except ValueError as exc:
         raise _bad(path, f"is not a text point cloud of 'x y z' or 'x,y,z,…' lines ({exc})") from None
     return pts.reshape(-1, 3)
@@ -191,7 +195,10 @@ def read_shape(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     elif suffix == ".txt":
         verts, faces = _read_points_txt(path), np.zeros((0, 3), dtype=np.int64)
     elif suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise _bad(path, f"is not a readable .npy file ({type(exc).__name__}: {exc})") from None
         if arr.ndim != 2 or arr.shape[1] < 3:
             raise _bad(path, f"holds shape {arr.shape}; expected an (n, 3) or (n, >=3) array of points")
         verts, faces = np.asarray(arr[:, :3], dtype=np.float64), np.zeros((0, 3), dtype=np.int64)
