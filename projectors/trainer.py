@@ -352,7 +352,13 @@ def train(
             )
         if ckpt["n_rows"] != n:
             raise ValueError(f"checkpoint {str(ckpt_path)!r} was trained on {ckpt['n_rows']} rows, got {n}")
-        model.load_state_dict(ckpt["model"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError:  # torch lists every mismatched tensor over many lines
+            raise ValueError(
+                f"checkpoint {str(ckpt_path)!r} holds a model of another shape (other feature widths or projector "
+                "parameters); use the same features and settings to resume, or another --checkpoint path to start over"
+            ) from None
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         state.update(ckpt["state"])

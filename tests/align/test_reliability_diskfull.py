@@ -2,7 +2,8 @@
 under a final name, no temporary file is left behind, and the next run succeeds.
 
 The fault is injected below :func:`align._io.atomic_write`: every file it opens is wrapped so that a write past a
-byte budget raises ``OSError(ENOSPC)``, like a real full disk part-way through a file.
+byte budget raises ``OSError(ENOSPC)``, like a real full disk part-way through a file. At the end: training
+checkpoints that cannot be resumed (junk, truncated, another model shape) are named in one line.
 """
 from __future__ import annotations
 
@@ -220,3 +221,31 @@ def test_cli_fit_checkpoint_disk_full_one_line_then_rerun(tmp_path, monkeypatch)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.stderr
     assert out.exists()
+
+
+@pytest.mark.parametrize("change", ["junk", "truncated", "other width", "other hidden_dim"])
+def test_cli_fit_bad_checkpoint_one_line(tmp_path, change):
+    """A checkpoint that cannot be resumed is named in one line, never half-loaded."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((60, 6))
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "X7.npy", rng.standard_normal((60, 7)))
+    np.save(tmp_path / "Y.npy", X @ rng.standard_normal((6, 4)))
+    ckpt = tmp_path / "ckpt.pt"
+    base = ["fit", "--kind", "mlp", "--epochs", "1", "--y", str(tmp_path / "Y.npy"), "--out", str(tmp_path / "p.pt"),
+            "--checkpoint", str(ckpt), "--device", "cpu", "-p", "hidden_dim=8"]
+    args = base + ["--x", str(tmp_path / "X.npy")]
+    if change == "junk":
+        ckpt.write_bytes(b"junk" * 20)
+    else:
+        assert CliRunner().invoke(main, args).exit_code == 0
+        if change == "truncated":
+            ckpt.write_bytes(ckpt.read_bytes()[:1000])
+        elif change == "other width":
+            args = base + ["--x", str(tmp_path / "X7.npy")]
+        else:
+            args = [a if a != "hidden_dim=8" else "hidden_dim=16" for a in args]
+    (tmp_path / "p.pt").unlink(missing_ok=True)
+    fragment = "another shape" if change.startswith("other") else "truncated or corrupt"
+    _one_error_line(CliRunner().invoke(main, args), fragment)
+    assert not (tmp_path / "p.pt").exists()
