@@ -249,3 +249,27 @@ def test_cli_fit_bad_checkpoint_one_line(tmp_path, change):
     fragment = "another shape" if change.startswith("other") else "truncated or corrupt"
     _one_error_line(CliRunner().invoke(main, args), fragment)
     assert not (tmp_path / "p.pt").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "junk", "other shape"])
+def test_damaged_shard_is_recomputed_not_merged(tmp_path, monkeypatch, damage):
+    """A run stopped before the merge leaves whole shards; one damaged afterwards is recomputed on the rerun."""
+    enc, ds = ToyEncoder(), ToyText(10)
+    DiskFull(monkeypatch, nth=6, budget=0)  # the first merged array: every shard is already on disk
+    with pytest.raises(OSError):
+        embed(enc, ds, cache_dir=tmp_path, batch_size=4, shard_size=4)
+    monkeypatch.undo()
+    shard = sorted(tmp_path.rglob("shards/*.npy"))[0]
+    raw = shard.read_bytes()
+    if damage == "truncated":
+        shard.write_bytes(raw[: len(raw) // 2])
+    elif damage == "junk":
+        shard.write_bytes(b"x" * len(raw))
+    else:
+        np.save(shard, np.zeros((4, 3), np.float32))
+    enc.calls = 0
+    feats = embed(enc, ds, cache_dir=tmp_path, batch_size=4, shard_size=4)
+    assert enc.calls == 1  # only the damaged shard's batch ran again
+    ref = reference_features(enc, ds)
+    for layer in ref:
+        np.testing.assert_allclose(np.asarray(feats.layers[layer]), ref[layer], rtol=1e-6)
