@@ -259,7 +259,7 @@ def test_damaged_shard_is_recomputed_not_merged(tmp_path, monkeypatch, damage):
     with pytest.raises(OSError):
         embed(enc, ds, cache_dir=tmp_path, batch_size=4, shard_size=4)
     monkeypatch.undo()
-    shard = sorted(tmp_path.rglob("shards/*.npy"))[0]
+    shard = min(tmp_path.rglob("shards/*.npy"))
     raw = shard.read_bytes()
     if damage == "truncated":
         shard.write_bytes(raw[: len(raw) // 2])
