@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["atomic_write", "load_features", "save_features", "sha256_file", "FEATURE_SUFFIXES"]
+__all__ = ["atomic_write", "json_default", "load_features", "save_features", "sha256_file", "FEATURE_SUFFIXES"]
 
 FEATURE_SUFFIXES = (".npy", ".npz", ".safetensors")
 
@@ -60,6 +60,17 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def json_default(obj):
+    """``json.dump(..., default=json_default)``: numpy scalars and arrays, paths; ``repr`` for anything else."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return repr(obj)
 
 
 def save_features(path: str | os.PathLike, X: np.ndarray, *, key: str = "features") -> Path:

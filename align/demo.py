@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ._io import json_default
 from ._validation import check_int, check_rng
 
 log = logging.getLogger(__name__)
@@ -512,22 +513,12 @@ def _run_demo(out_dir, match_evaluate, make_projector, cfg: DemoConfig, cache_di
     from ._io import atomic_write
 
     with atomic_write(out / "report.json", "w") as f:
-        json.dump(report, f, indent=2, default=_json_default)
+        json.dump(report, f, indent=2, default=json_default)
     files["report.json"] = out / "report.json"
     with atomic_write(out / "report.md", "w") as f:
         f.write(_markdown(report, cfg, files))
     files["report.md"] = out / "report.md"
     return DemoResult(out_dir=out, files=files, summary=summary, seconds=round(seconds, 1))
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
 def _environment() -> dict:

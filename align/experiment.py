@@ -72,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write, sha256_file
+from ._io import atomic_write, json_default, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -718,7 +718,7 @@ def run_experiment(cfg: ExperimentConfig, runners: Runners, *, show_progress: bo
             record = {"id": cid, **cell.describe(), "settings": settings, "result": result,
                       "seconds": time.perf_counter() - t}
             with atomic_write(path, "w") as f:
-                json.dump(record, f, default=_json_default)
+                json.dump(record, f, default=json_default)
             n_computed += 1
         records.append(record)
     say(f"{len(cells)} cells: {n_computed} computed, {n_cached} already done")
@@ -738,16 +738,6 @@ def _read_cell(path: Path) -> dict | None:
     except (OSError, json.JSONDecodeError):
         log.warning("unreadable cell %s: recomputing it", path)
         return None
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return repr(obj)
 
 
 def _params_label(params: dict) -> str:
@@ -793,7 +783,7 @@ def _write_outputs(cfg: ExperimentConfig, records: list[dict], aggregates: list[
     files: dict[str, Path] = {}
     with atomic_write(out / "results.json", "w") as f:
         json.dump({"name": cfg.name, "config": cfg.source, "aggregates": aggregates, "cells": records}, f,
-                  indent=1, default=_json_default)
+                  indent=1, default=json_default)
     files["results.json"] = out / "results.json"
     buf = io.StringIO()
     fields = ["task", "x", "y", "method", "params", "n_seeds", "measure", "mean", "std", "n"]
