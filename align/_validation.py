@@ -19,6 +19,7 @@ __all__ = [
     "check_int",
     "check_float",
     "check_partial_match",
+    "check_not_constant",
     "is_torch",
 ]
 
@@ -219,3 +220,21 @@ def check_partial_match(partial_match: Any, n_x: int, n_y: int, *, name: str = "
             )
     return pm
 
+
+def check_not_constant(X: Any, name: str = "X", *, chunk_rows: int = 65536) -> None:
+    """Raise a one-line ``ValueError`` when every row of ``X`` (at least 2 rows) is the same.
+
+    Such features carry no information about which item is which: matching them or fitting a map from them gives a
+    chance-level answer that looks like a result. Reads a memory-mapped array in chunks and stops at the first chunk
+    with a different row.
+    """
+    if X.shape[0] < 2:
+        return
+    first = X[:1]
+    for start in range(0, X.shape[0], chunk_rows):
+        if not bool((X[start:start + chunk_rows] == first).all()):
+            return
+    raise ValueError(
+        f"`{name}` is constant (every row is the same), so no item can be told from another; "
+        "check that the features were extracted from different inputs"
+    )

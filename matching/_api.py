@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from align._validation import check_array, check_choice, check_partial_match, is_torch
+from align._validation import check_array, check_choice, check_not_constant, check_partial_match, is_torch
 
 from ._assign import assign
 from ._kernels import KERNELS, kernel_factor, kernel_matrix
@@ -123,13 +123,6 @@ def check_method_params(method: str, params: dict) -> tuple[Callable, int]:
         raise TypeError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for method {method!r}; valid: "
                         f"{', '.join(valid)}")
     return func, min_seeds
-
-
-def check_not_constant(X: Any, name: str) -> None:
-    """Raise a one-line ``ValueError`` when every row of ``X`` (at least 2 rows) is the same: nothing to match on."""
-    if X.shape[0] > 1 and bool((X == X[:1]).all()):
-        raise ValueError(f"`{name}` is constant (every row is the same), so no item can be told from another; "
-                         "check that the features were extracted from different inputs")
 
 
 def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: Any = None, **params) -> MatchResult:

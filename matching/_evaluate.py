@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from align._validation import check_choice, check_int, check_paired, check_rng
+from align._validation import check_choice, check_int, check_not_constant, check_paired, check_rng
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def evaluate(
     """
     from align._backend import to_numpy
 
-    from ._api import check_method_params, check_not_constant, match
+    from ._api import check_method_params, match
 
     if callable(method):
         run, method_name = method, getattr(method, "__name__", "callable")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from align._validation import check_float, check_int, check_paired, is_torch
+from align._validation import check_float, check_int, check_not_constant, check_paired, is_torch
 
 from ._base import Projector, register
 
@@ -121,6 +121,8 @@ class ProcrustesProjector(Projector):
         import torch
 
         X, Y = check_paired(X, Y)
+        check_not_constant(X, "X")
+        check_not_constant(Y, "Y")
         mx, my, sxx, sxy, _ = moments(X, Y, center=self.center)
         dx, dy = sxy.shape
         d = max(dx, dy)
@@ -198,6 +200,8 @@ class CCAProjector(Projector):
         import torch
 
         X, Y = check_paired(X, Y)
+        check_not_constant(X, "X")
+        check_not_constant(Y, "Y")
         k = check_int("n_components", self.n_components, min_value=1, max_value=min(X.shape[1], Y.shape[1]))
         reg = check_float("reg", self.reg, min_value=0.0)
         n = X.shape[0]

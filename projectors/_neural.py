@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from align._validation import check_choice, check_float, check_int, check_paired
+from align._validation import check_choice, check_float, check_int, check_not_constant, check_paired
 
 from ._base import Projector, register
 
@@ -302,7 +302,10 @@ def _check_training_pairs(X, Y):
         from align._backend import to_numpy_f32
 
         X, Y = check_paired(X, Y)
-        return to_numpy_f32(X), to_numpy_f32(Y)
+        X, Y = to_numpy_f32(X), to_numpy_f32(Y)
+        check_not_constant(X, "X")
+        check_not_constant(Y, "Y")
+        return X, Y
     X, Y = np.asarray(X), np.asarray(Y)
     check_paired(X[:2], Y[:2])  # types, ndim, columns
     if X.shape[0] != Y.shape[0]:
@@ -313,6 +316,7 @@ def _check_training_pairs(X, Y):
     for name, A in (("X", X), ("Y", Y)):
         for s in range(0, A.shape[0], 65536):
             check_array(A[s:s + 65536], name)
+        check_not_constant(A, name)
     return X, Y
 
 

@@ -125,3 +125,13 @@ def test_fit_leaves_the_callers_global_torch_rng_alone():
     torch.manual_seed(123)
     make_projector("mlp", hidden_dim=8, max_epochs=1).fit(X, Y)
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("kind", ["linear", "procrustes", "cca", "mlp"])
+def test_constant_features_are_rejected_before_fitting(kind):
+    rng = np.random.default_rng(0)
+    X, Y = np.ones((30, 4)), rng.normal(size=(30, 3))
+    with pytest.raises(ValueError, match="`X` is constant"):
+        make_projector(kind).fit(X, Y)
+    with pytest.raises(ValueError, match="`Y` is constant"):
+        make_projector(kind).fit(rng.normal(size=(30, 4)), np.zeros((30, 3)))

@@ -170,7 +170,7 @@ def test_batch_size_must_split_over_ranks(monkeypatch):
 
     monkeypatch.setattr(trainer, "_world_size", lambda: 3)
     monkeypatch.setattr(trainer, "maybe_init_distributed", lambda: False)
-    X = np.zeros((40, 4), np.float32)
+    X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
     with pytest.raises(ValueError, match="divisible by the number of processes"):
         make_projector("mlp", batch_size=16, val_fraction=0.0, device="cpu").fit(X, X)
 
