@@ -72,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write, json_default, sha256_file
+from ._io import atomic_write, json_default, load_features, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -460,7 +460,8 @@ class _FeatureStore:
         self._fingerprints: dict[str, str] = {}
 
     def fingerprint(self, name: str) -> str:
-        """What the features are: the file's sha256, or the feature-cache key (computed without encoding)."""
+        """What the features are: the file's sha256, or their feature-cache key (this embeds them, or reads the cache,
+        once; the arrays are kept for :meth:`layers`)."""
         if name not in self._fingerprints:
             spec = self.cfg.features[name]
             if spec.file is not None:
@@ -473,8 +474,6 @@ class _FeatureStore:
         if name not in self._layers:
             spec = self.cfg.features[name]
             if spec.file is not None:
-                from ._io import load_features
-
                 source = spec.file if spec.key is None else f"{spec.file}:{spec.key}"
                 X = np.asarray(load_features(spec.file, key=spec.key), dtype=np.float32)
                 if X.ndim != 2:
