@@ -542,14 +542,14 @@ def match_command(x_path, y_path, method, seeds_path, n_seeds, n_query, splits, 
 
 # --------------------------------------------------------------------------------------------------- select --
 def _field_for(dataset, modality: str, field: str | None) -> str:
-    """The field an encoder of ``modality`` reads: the one given, else the only field of that modality."""
+    """The field an encoder of ``modality`` reads: the one given, else the default field if it has that modality,
+    else the first field that does."""
     if field is not None:
         return dataset.resolve_field(field)
-    matching_fields = [f for f in dataset.fields if dataset.modality(f) == modality]
-    if dataset.modality(dataset.default_field) == modality:
-        return dataset.default_field
-    if len(matching_fields) >= 1:
-        return matching_fields[0]
+    fields = [dataset.default_field] + [f for f in dataset.fields if f != dataset.default_field]
+    for candidate in fields:
+        if dataset.modality(candidate) == modality:
+            return candidate
     raise ValueError(
         f"dataset {dataset.spec!r} has no {modality} field for this encoder (fields: {', '.join(dataset.fields)}); "
         "pick another encoder or dataset"
