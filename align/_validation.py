@@ -1,8 +1,9 @@
 """Validation at the public boundary.
 
 Every public function of unialign validates its inputs once, here, and then works on normalised values.
-Messages read "`param` must be …, got …" plus a hint that names the fix; wrong types raise ``TypeError``,
-wrong values or shapes raise ``ValueError``. The CLI turns both into one-line messages.
+Messages read "`param` must be …, got …" plus a hint that names the fix; wrong types raise :class:`InputTypeError`
+(a ``TypeError`` that is also a ``ValueError``), wrong values or shapes raise ``ValueError``. The CLI turns both
+into one-line messages; any other ``TypeError`` is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -21,7 +22,20 @@ __all__ = [
     "check_partial_match",
     "check_not_constant",
     "is_torch",
+    "InputTypeError",
+    "MemoryBudgetError",
+    "available_memory",
+    "check_memory",
 ]
+
+
+class InputTypeError(TypeError, ValueError):
+    """A wrong type or dtype given by the caller.
+
+    A ``TypeError`` (the convention for wrong types) that is also a ``ValueError``, so code that guards user input
+    with ``except ValueError`` (the command line's one-line errors) catches it, while a ``TypeError`` raised by a
+    bug deeper down (calling ``None``, a wrong argument count) is not mistaken for bad input.
+    """
 
 
 def is_torch(x: Any) -> bool:
@@ -65,20 +79,20 @@ def check_array(
         import torch
 
         if X.is_complex():
-            raise TypeError(f"`{name}` must be a real-valued array, got {_describe(X)}")
+            raise InputTypeError(f"`{name}` must be a real-valued array, got {_describe(X)}")
         if not X.is_floating_point():
             X = X.to(torch.get_default_dtype() if dtype is None else dtype)
         elif dtype is not None:
             X = X.to(dtype)
     else:
         if isinstance(X, (str, bytes)) or X is None or isinstance(X, dict):
-            raise TypeError(f"`{name}` must be a numpy array or torch tensor, got {_describe(X)}")
+            raise InputTypeError(f"`{name}` must be a numpy array or torch tensor, got {_describe(X)}")
         try:
             X = np.asarray(X)
         except Exception as exc:  # ragged lists and the like
-            raise TypeError(f"`{name}` must be a numpy array or torch tensor, got {type(X).__name__}: {exc}") from None
+            raise InputTypeError(f"`{name}` must be a numpy array or torch tensor, got {type(X).__name__}: {exc}") from None
         if X.dtype.kind not in "biuf":
-            raise TypeError(
+            raise InputTypeError(
                 f"`{name}` must be a real-valued numeric array, got dtype {X.dtype}; "
                 "convert it with np.asarray(X, dtype=float)"
             )
@@ -116,7 +130,7 @@ def check_paired(X: Any, Y: Any, *, min_rows: int = 2, names: tuple[str, str] = 
             f"got {X.shape[0]} and {Y.shape[0]}"
         )
     if is_torch(X) != is_torch(Y):
-        raise TypeError(
+        raise InputTypeError(
             f"`{names[0]}` and `{names[1]}` must both be numpy arrays or both torch tensors, got "
             f"{type(X).__name__} and {type(Y).__name__}"
         )
@@ -133,7 +147,7 @@ def check_rng(rng: Any = None) -> np.random.Generator:
         return rng
     if isinstance(rng, np.random.SeedSequence):
         return np.random.default_rng(rng)
-    raise TypeError(
+    raise InputTypeError(
         f"`rng` must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}; "
         "np.random.RandomState is not accepted, use np.random.default_rng(seed)"
     )
@@ -143,7 +157,7 @@ def check_choice(name: str, value: Any, valid: Iterable[str]) -> str:
     """Check that ``value`` is one of ``valid`` names; the error lists the valid ones."""
     valid = list(valid)
     if not isinstance(value, str):
-        raise TypeError(f"`{name}` must be a string, one of {', '.join(map(repr, valid))}; got {type(value).__name__}")
+        raise InputTypeError(f"`{name}` must be a string, one of {', '.join(map(repr, valid))}; got {type(value).__name__}")
     if value not in valid:
         import difflib
 
@@ -156,7 +170,7 @@ def check_choice(name: str, value: Any, valid: Iterable[str]) -> str:
 def check_int(name: str, value: Any, *, min_value: int | None = None, max_value: int | None = None) -> int:
     """Check an integer parameter (bools are rejected) and its range."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}")
     value = int(value)
     if min_value is not None and value < min_value:
         raise ValueError(f"`{name}` must be >= {min_value}, got {value}")
@@ -175,7 +189,7 @@ def check_float(
 ) -> float:
     """Check a real, finite parameter and its range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"`{name}` must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
     if not np.isfinite(value):
         raise ValueError(f"`{name}` must be finite, got {value}")
@@ -202,7 +216,7 @@ def check_partial_match(partial_match: Any, n_x: int, n_y: int, *, name: str = "
     if pm.dtype.kind == "f" and np.all(np.mod(pm, 1) == 0):
         pm = pm.astype(np.int64)
     if pm.dtype.kind not in "iu":
-        raise TypeError(f"`{name}` must be an integer array of (i, j) pairs, got dtype {pm.dtype}")
+        raise InputTypeError(f"`{name}` must be an integer array of (i, j) pairs, got dtype {pm.dtype}")
     if pm.ndim != 2 or pm.shape[1] != 2:
         raise ValueError(f"`{name}` must have shape (k, 2) with rows (i, j), got shape {pm.shape}")
     pm = pm.astype(np.int64)
@@ -237,4 +251,58 @@ def check_not_constant(X: Any, name: str = "X", *, chunk_rows: int = 65536) -> N
     raise ValueError(
         f"`{name}` is constant (every row is the same), so no item can be told from another; "
         "check that the features were extracted from different inputs"
+    )
+
+
+class MemoryBudgetError(ValueError, MemoryError):
+    """A request that would need more memory than is available, refused before anything is allocated."""
+
+
+def available_memory(device: Any = None) -> int | None:
+    """Bytes that can be allocated now: free GPU memory for a CUDA ``device``, else ``MemAvailable`` of
+    ``/proc/meminfo`` (Linux), else free physical pages; None when unknown."""
+    if device is not None and str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def check_memory(nbytes: float, what: str, fix: str, *, device: Any = None) -> None:
+    """Refuse, before allocating, a computation whose estimated peak ``nbytes`` exceed the memory available now.
+
+    ``what`` names the allocation ("faq on 1,000,000 x 1,000,000 kernel matrices"), ``fix`` the way out ("use the
+    features route" / "match fewer items"); the message is one line. Unknown available memory never refuses.
+
+    Raises
+    ------
+    MemoryBudgetError
+        A ``ValueError`` (and ``MemoryError``) naming the memory needed, the memory available and the fix.
+    """
+    avail = available_memory(device)
+    if avail is None or nbytes <= avail:
+        return
+    where = "GPU memory" if device is not None and str(device).startswith("cuda") else "memory"
+    raise MemoryBudgetError(
+        f"{what} needs about {_human_bytes(nbytes)} but only {_human_bytes(avail)} of {where} is available; {fix}"
     )
