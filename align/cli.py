@@ -770,9 +770,12 @@ def run_command(config_path, out_dir, check, progress):
     import dataclasses
     from pathlib import Path
 
+    import matching
+
     from .experiment import _cells, load_config, run_experiment
 
-    runners = experiment_runners()
+    # matching.match runs the base/query protocol (matching.query) and checks method parameters on a stand-in
+    runners = dataclasses.replace(experiment_runners(), match=matching.match)
     cfg = load_config(config_path, runners)
     if out_dir is not None:
         cfg = dataclasses.replace(cfg, out=Path(out_dir))

@@ -44,12 +44,23 @@ sweeps layer × layer);
 ``matching``: ``methods`` (names or ``{name:, params:, grid:}``), ``n_seeds`` (list of known-pair counts),
 ``n_query`` (default 100), ``n_splits`` (default 5), ``seed_selection`` (``random`` or ``kmeans``), ``layers``
 (``first``, the default: each feature set's first layer; ``all``: every layer of X × every layer of Y, shown as
-``name[layer]``);
+``name[layer]``), ``query`` (optional ``{X: XQ, Y: YQ}``: the known pairs come from the pair's own feature sets and
+the queries from XQ / YQ, the same encoders on another dataset, e.g. COCO base pairs and NoCaps queries);
 ``projectors``: ``kinds`` (kinds or ``{kind:, params:, grid:}``), ``test_fraction`` (default 0.2), ``ks``
-(Recall@k cut-offs, default ``[1, 5, 10]``), ``layers`` (as for matching).
+(Recall@k cut-offs, default ``[1, 5, 10]``), ``layers`` (as for matching), ``test`` (optional ``{X: XT, Y: YT}``:
+fit on every pair of X / Y, test retrieval on XT / YT instead of a held-out fraction).
 
-The whole file is validated before any work starts: unknown keys, wrong types, unknown names and missing files are
-errors that name the key (``matching.methods[1].name: unknown method 'fqa'; valid: …``).
+Paths and specs may use environment variables (``captions:$UNIALIGN_DATA/coco/captions_val2017.json``); an unset
+one is an error naming the key. With layer sweeps the similarity task also reports ``sweep_best``, the value of the
+best layer pair (the protocol of Huh et al. 2024). ``results.json`` records its provenance: the library versions,
+every feature set (file and sha256, or encoder, dataset and feature-cache key) and the seeds.
+
+The whole file is validated before any work starts: unknown keys, wrong types, unknown names, missing or unreadable
+feature files (their headers are read, not their arrays), pairs whose feature sets differ in rows, known pairs plus
+queries that do not fit in the items, and parameter values a metric, matching method or projector kind rejects (it
+is run on a small random stand-in) are errors that name the key (``matching.methods[1].name: unknown method 'fqa';
+valid: …``, ``matching.n_seeds[3]: 300 known pairs + 100 queries need 400 items; en_minilm has 130``). The run
+repeats the size checks on the real features before its first cell.
 
 :func:`run_experiment` receives the matching and projector functions through :class:`Runners` (the command line
 passes ``matching.evaluate`` and ``projectors.make_projector``), keeping :mod:`align` free of imports of
@@ -65,6 +76,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -109,6 +121,10 @@ class Runners:
         Valid projector kinds.
     check_match_params : callable, optional
         ``(method, params) -> None``; raises for unknown parameter names.
+    match : callable, optional
+        ``matching.match(X, Y, method, partial_match=, rng=, **params) -> MatchResult``: runs the base/query protocol
+        of ``matching.query`` (base pairs from one feature set, queries from another) and checks each method's
+        parameter values on a small stand-in before any work starts.
     """
 
     match_evaluate: Callable | None = None
@@ -116,6 +132,7 @@ class Runners:
     matching_methods: Sequence[str] = ()
     projector_kinds: Sequence[str] = ()
     check_match_params: Callable | None = None
+    match: Callable | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -136,6 +153,8 @@ class FeatureSpec:
     encoder_options: dict = dataclasses.field(default_factory=dict)
     dataset_options: dict = dataclasses.field(default_factory=dict)
     layers: tuple = ()
+    n_items: int | None = None  # rows (items), known before any work: the file's header, or the dataset's length
+    dim: int | None = None  # columns, known before any work only for files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,8 +192,19 @@ class ExperimentConfig:
 _TOP_KEYS = {"name", "out", "seeds", "cache_dir", "features", "pairs", "similarity", "matching", "projectors"}
 _FEATURE_KEYS = {"file", "encoder", "dataset", "field", "encoder_options", "dataset_options", "layers"}
 _SIM_KEYS = {"metrics", "permutations"}
-_MATCH_KEYS = {"methods", "n_seeds", "n_query", "n_splits", "seed_selection", "layers"}
-_PROJ_KEYS = {"kinds", "test_fraction", "ks", "layers"}
+_MATCH_KEYS = {"methods", "n_seeds", "n_query", "n_splits", "seed_selection", "layers", "query"}
+_PROJ_KEYS = {"kinds", "test_fraction", "ks", "layers", "test"}
+_ENV_VAR = re.compile(r"\$(\{)?([A-Za-z_][A-Za-z0-9_]*)(?(1)\})")
+
+
+def _expand(value: str, key: str) -> str:
+    """``$VAR`` / ``${VAR}`` and ``~`` in a path or spec; an unset variable is an error naming the key."""
+    for match in _ENV_VAR.finditer(value):
+        if match.group(2) not in os.environ:
+            raise _fail(key, f"uses ${match.group(2)}, which is not set; export {match.group(2)}=… (the folder it "
+                             "names) or write the path out")
+    value = _ENV_VAR.sub(lambda m: os.environ[m.group(2)], value)
+    return os.path.expanduser(value) if value.startswith("~") else value
 
 
 def _fail(key: str, message: str) -> ConfigError:
@@ -264,6 +294,77 @@ def _check_encoder_spec(spec: str, key: str) -> None:
             raise _fail(key, f"feature file {path!r} does not exist")
 
 
+def _array_header(path: Path, key: str | None) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) of a feature array without reading its data: the ``.npy`` header (memory-mapped, with the size
+    check of :func:`align._io.load_features`), the header of the ``.npz`` member, or the ``.safetensors`` header."""
+    import zipfile
+
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        arr = load_features(path, key=key, mmap=True)
+        return tuple(arr.shape), arr.dtype
+    if suffix == ".npz":
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+                name = _pick_array(names, key, path)
+                with z.open(name + ".npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(f)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            if str(exc).startswith("feature file"):
+                raise
+            raise ValueError(f"feature file {str(path)!r} is truncated or corrupt ({type(exc).__name__}: {exc}); "
+                             "recreate it") from None
+        return tuple(shape), dtype
+    if suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                name = _pick_array(list(f.keys()), key, path)
+                sl = f.get_slice(name)
+                shape, dtype = tuple(sl.get_shape()), sl.get_dtype()
+        except ValueError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(f"feature file {str(path)!r} could not be read ({type(exc).__name__}: {exc}); "
+                             "recreate it") from None
+        names = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "float32", "I64": "int64",
+                 "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+        return shape, np.dtype(names.get(str(dtype).upper(), "object"))
+    raise ValueError(f"feature file {str(path)!r} has an unknown suffix; use .npy, .npz or .safetensors")
+
+
+def _pick_array(names: list[str], key: str | None, path: Path) -> str:
+    if key is not None:
+        if key not in names:
+            raise ValueError(f"feature file {str(path)!r} has no array {key!r}; it has {sorted(names) or 'none'}")
+        return key
+    if len(names) != 1:
+        raise ValueError(f"feature file {str(path)!r} holds {len(names)} arrays {sorted(names)}; pick one as "
+                         f"{path.name}:KEY")
+    return names[0]
+
+
+def _file_shape(path: Path, key: str | None, k: str) -> tuple[int, int]:
+    """(rows, columns) of a feature file, or a :class:`ConfigError` naming ``k`` when it is not a 2-D numeric array."""
+    try:
+        shape, dtype = _array_header(path, key)
+    except (ValueError, OSError) as exc:
+        raise _fail(k, str(exc).splitlines()[0]) from None
+    source = str(path) + (f":{key}" if key else "")
+    if len(shape) != 2:
+        raise _fail(k, f"{source!r} holds an array of shape {shape}; features must be 2-D (n items, d)")
+    if dtype.kind not in "fiu":
+        raise _fail(k, f"{source!r} holds {dtype} values; features must be numbers (float)")
+    if shape[0] < 1 or shape[1] < 1:
+        raise _fail(k, f"{source!r} holds an empty array of shape {shape}")
+    return int(shape[0]), int(shape[1])
+
+
 def load_config(path: str | os.PathLike, runners: Runners | None = None) -> ExperimentConfig:
     """Read and validate an experiment file (see the module docstring); nothing is computed."""
     import yaml
@@ -293,14 +394,14 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out:
     base = Path(base_dir)
     cfg = _check_keys(raw if raw is not None else {}, _TOP_KEYS, "", required=("features", "pairs"))
     name = _want(cfg.get("name", "experiment"), str, "name", "a string")
-    out = Path(_want(cfg.get("out", str(default_out or base / name)), str, "out", "a path string"))
+    out = Path(_expand(_want(cfg.get("out", str(default_out or base / name)), str, "out", "a path string"), "out"))
     out = out if out.is_absolute() else base / out
     seeds = _int_list(cfg.get("seeds", [0]), "seeds")
     if len(set(seeds)) != len(seeds):
         raise _fail("seeds", f"has repeated values {list(seeds)}")
     cache_dir = cfg.get("cache_dir")
     if cache_dir is not None:
-        _want(cache_dir, str, "cache_dir", "a path string")
+        cache_dir = _expand(_want(cache_dir, str, "cache_dir", "a path string"), "cache_dir")
 
     feats_raw = cfg["features"]
     if not isinstance(feats_raw, Mapping):
@@ -319,7 +420,7 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out:
             extra = sorted(set(spec) - {"file"})
             if extra:
                 raise _fail(f"{k}.{extra[0]}", "only applies to features made by an encoder")
-            file = _want(spec["file"], str, f"{k}.file", "a path string (FILE or FILE:KEY)")
+            file = _expand(_want(spec["file"], str, f"{k}.file", "a path string (FILE or FILE:KEY)"), f"{k}.file")
             fkey = None
             p = Path(file).expanduser()
             p = p if p.is_absolute() else base / p
@@ -329,15 +430,19 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out:
                 p = p if p.is_absolute() else base / p
             if not p.is_file():
                 raise _fail(f"{k}.file", f"feature file {str(p)!r} does not exist")
-            features[fname] = FeatureSpec(fname, file=str(p), key=fkey)
+            n, d = _file_shape(p, fkey, f"{k}.file")
+            features[fname] = FeatureSpec(fname, file=str(p), key=fkey, n_items=n, dim=d)
             continue
         if "dataset" not in spec:
             raise _fail(f"{k}.dataset", "is required with `encoder`")
-        enc = _want(spec["encoder"], str, f"{k}.encoder", "an encoder spec string")
+        enc = _expand(_want(spec["encoder"], str, f"{k}.encoder", "an encoder spec string"), f"{k}.encoder")
         _check_encoder_spec(enc, f"{k}.encoder")
-        ds = _want(spec["dataset"], str, f"{k}.dataset", "a dataset spec string")
+        ds = _expand(_want(spec["dataset"], str, f"{k}.dataset", "a dataset spec string"), f"{k}.dataset")
         eopts = _want(spec.get("encoder_options", {}) or {}, dict, f"{k}.encoder_options", "a mapping")
-        dopts = _want(spec.get("dataset_options", {}) or {}, dict, f"{k}.dataset_options", "a mapping")
+        dopts = dict(_want(spec.get("dataset_options", {}) or {}, dict, f"{k}.dataset_options", "a mapping"))
+        for o, v in dopts.items():
+            if isinstance(v, str):
+                dopts[o] = _expand(v, f"{k}.dataset_options.{o}")
         try:
             dataset = load_dataset(ds, **dopts)
         except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
@@ -352,7 +457,7 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out:
             layers = [layers]
         _want(layers, list, f"{k}.layers", "a list of layer names or indices")
         features[fname] = FeatureSpec(fname, encoder=enc, dataset=ds, field=field, encoder_options=dict(eopts),
-                                      dataset_options=dict(dopts), layers=tuple(layers))
+                                      dataset_options=dict(dopts), layers=tuple(layers), n_items=len(dataset))
 
     pairs_raw = _want(cfg["pairs"], list, "pairs", "a list of [X, Y] feature-name pairs")
     if not pairs_raw:
@@ -404,8 +509,14 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out:
         selection = _want(m.get("seed_selection", "random"), str, "matching.seed_selection", "'random' or 'kmeans'")
         if selection not in ("random", "kmeans"):
             raise _fail("matching.seed_selection", f"must be 'random' or 'kmeans', got {selection!r}")
+        query = None
+        if m.get("query") is not None:
+            query = _held_out_map(m["query"], "matching.query", features, pairs, "query items")
+            if selection != "random":
+                raise _fail("matching.seed_selection", "only 'random' works with matching.query (the known pairs are "
+                                                       "drawn from the base feature sets); drop it")
         matching = {"methods": methods, "n_seeds": n_seeds, "n_query": n_query, "n_splits": n_splits,
-                    "seed_selection": selection, "layers": _layers_mode(m, "matching")}
+                    "seed_selection": selection, "layers": _layers_mode(m, "matching"), "query": query}
 
     projectors = None
     if cfg.get("projectors") is not None:
@@ -417,16 +528,196 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out:
                     runners.make_projector(spec.name, **{**spec.params, **{g: v[0] for g, v in spec.grid.items()}})
                 except (TypeError, ValueError) as exc:
                     raise _fail(f"projectors.kinds[{i}].params", str(exc).splitlines()[0]) from None
+        test = None
+        if p.get("test") is not None:
+            test = _held_out_map(p["test"], "projectors.test", features, pairs, "test pairs")
+            if "test_fraction" in p:
+                raise _fail("projectors.test_fraction", "does not apply with projectors.test (the projector trains on "
+                                                        "every pair and is tested on the test feature sets); drop one")
         test_fraction = _want(p.get("test_fraction", 0.2), (float, int), "projectors.test_fraction", "a number")
         if not 0 < float(test_fraction) < 1:
             raise _fail("projectors.test_fraction", f"must be between 0 and 1, got {test_fraction}")
         ks = _int_list(p.get("ks", [1, 5, 10]), "projectors.ks", min_value=1)
         projectors = {"kinds": kinds, "test_fraction": float(test_fraction), "ks": tuple(sorted(set(ks))),
-                      "layers": _layers_mode(p, "projectors")}
+                      "layers": _layers_mode(p, "projectors"), "test": test}
 
-    return ExperimentConfig(name=name, out=out, seeds=seeds, cache_dir=cache_dir, features=features,
-                            pairs=tuple(pairs), similarity=similarity, matching=matching, projectors=projectors,
-                            source=_plain(raw))
+    config = ExperimentConfig(name=name, out=out, seeds=seeds, cache_dir=cache_dir, features=features,
+                              pairs=tuple(pairs), similarity=similarity, matching=matching, projectors=projectors,
+                              source=_plain(raw))
+    preflight(config, runners, {f: (spec.n_items, spec.dim) for f, spec in features.items()})
+    return config
+
+
+def _held_out_map(raw: Any, key: str, features: dict, pairs: list, what: str) -> dict:
+    """``{feature: feature}``: for each feature set of the pairs, the one (same encoder) holding its ``what``."""
+    if not isinstance(raw, Mapping):
+        raise _fail(key, f"must map each feature set of the pairs to the feature set holding its {what}, "
+                         f"e.g. {{x: x_other, y: y_other}}; got {type(raw).__name__}")
+    used = list(dict.fromkeys(f for pair in pairs for f in pair))
+    out = {}
+    for name, other in raw.items():
+        k = f"{key}.{name}"
+        if name not in used:
+            raise _fail(k, f"is not a feature set of the pairs; those are {', '.join(used)}")
+        if not isinstance(other, str) or other not in features:
+            raise _fail(k, f"must name a defined feature set, got {other!r}; defined: {', '.join(features)}")
+        if other == name:
+            raise _fail(k, f"names {name!r} itself; give the feature set that holds the {what}")
+        a, b = features[name], features[other]
+        if a.encoder is not None and b.encoder is not None:
+            if (a.encoder, a.encoder_options, a.layers) != (b.encoder, b.encoder_options, b.layers):
+                raise _fail(k, f"{other!r} is made by {b.encoder} {b.encoder_options or ''} layers {list(b.layers)} "
+                               f"but {name!r} by {a.encoder} {a.encoder_options or ''} layers {list(a.layers)}; "
+                               f"the {what} must come from the same encoder")
+        elif (a.encoder is None) != (b.encoder is None):
+            raise _fail(k, f"{other!r} and {name!r} must both be files or both be made by the same encoder")
+        out[str(name)] = other
+    for i, pair in enumerate(pairs):
+        for f in pair:
+            if f not in out:
+                raise _fail(key, f"pairs[{i}] {list(pair)}: no feature set for the {what} of {f!r}; add {f}: NAME")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checks that need sizes: rows of paired feature sets, items per split, parameter values of every method
+# --------------------------------------------------------------------------------------------------------------
+
+
+_DIM_PARAMS = ("n_components", "out_dim")
+
+
+def preflight(cfg: ExperimentConfig, runners: Runners | None, shapes: Mapping[str, tuple]) -> None:
+    """Check what the sizes decide, before any cell runs; raise :class:`ConfigError` naming the key.
+
+    ``shapes`` maps each feature set to ``(n_items, dim)`` (``None`` where not known yet: an encoder's width before
+    it runs). Checked: the two sides of every pair (and of every held-out pair) describe the same number of items;
+    the matching task's known pairs plus queries fit in the items; each metric's parameters (its own check), each
+    matching method's and each projector kind's parameters (the method run on a small random stand-in, so a value it
+    rejects, such as ``sigma: -1``, fails here and not after hours of work). :func:`validate_config` calls it with the
+    sizes known from the files and datasets; :func:`run_experiment` again with the features' real shapes.
+    """
+    runners = runners or Runners()
+
+    def rows(name):
+        return shapes.get(name, (None, None))[0]
+
+    def dim(name):
+        return shapes.get(name, (None, None))[1]
+
+    def same_items(a, b, key, what):
+        if rows(a) is not None and rows(b) is not None and rows(a) != rows(b):
+            raise _fail(key, f"{a!r} has {rows(a)} items and {b!r} has {rows(b)}; {what} must describe the same "
+                             "items in the same order")
+
+    for i, (x, y) in enumerate(cfg.pairs):
+        same_items(x, y, f"pairs[{i}]", "the two feature sets of a pair")
+    for task, key, what in (("matching", "query", "query feature sets"), ("projectors", "test", "test feature sets")):
+        section = getattr(cfg, task)
+        held = (section or {}).get(key)
+        if not held:
+            continue
+        for name, other in held.items():
+            if dim(name) is not None and dim(other) is not None and dim(name) != dim(other):
+                raise _fail(f"{task}.{key}.{name}", f"{other!r} has {dim(other)}-d features but {name!r} has "
+                                                    f"{dim(name)}-d; they must come from the same encoder")
+        for x, y in cfg.pairs:
+            same_items(held[x], held[y], f"{task}.{key}", f"the {what} of a pair")
+
+    if cfg.similarity:
+        from ._similarity._registry import bind_params, get_spec
+
+        for i, spec in enumerate(cfg.similarity["metrics"]):
+            metric = get_spec(spec.name)
+            for params in spec.combos():
+                try:
+                    bind_params(metric, dict(params))
+                except (TypeError, ValueError) as exc:
+                    raise _fail(f"similarity.metrics[{i}].params", str(exc).splitlines()[0]) from None
+            for x, y in cfg.pairs:
+                if rows(x) is not None and rows(x) < metric.min_rows:
+                    raise _fail(f"similarity.metrics[{i}]", f"{spec.name} needs at least {metric.min_rows} items; "
+                                                            f"{x!r} has {rows(x)}")
+
+    if cfg.matching:
+        m = cfg.matching
+        q = m["n_query"]
+        for x, y in cfg.pairs:
+            if m["query"]:
+                for j, k in enumerate(m["n_seeds"]):
+                    if rows(x) is not None and k > rows(x):
+                        raise _fail(f"matching.n_seeds[{j}]", f"{k} known pairs need {k} base items; {x} has {rows(x)}")
+                qx = m["query"][x]
+                if rows(qx) is not None and q > rows(qx):
+                    raise _fail("matching.n_query", f"{q} queries need {q} items; {qx} has {rows(qx)}")
+            else:
+                for j, k in enumerate(m["n_seeds"]):
+                    if rows(x) is not None and k + q > rows(x):
+                        raise _fail(f"matching.n_seeds[{j}]", f"{k} known pairs + {q} queries need {k + q} items; "
+                                                              f"{x} has {rows(x)}")
+        if runners.match is not None:
+            min_seeds = {}
+            for i, spec in enumerate(m["methods"]):
+                if runners.check_match_params is not None:
+                    checked = runners.check_match_params(spec.name, spec.params)
+                    min_seeds[i] = checked[1] if isinstance(checked, tuple) and len(checked) == 2 else 0
+                for x, y in cfg.pairs:
+                    for params in spec.combos():
+                        _try_match(runners, spec.name, params, max(2, min_seeds.get(i, 0)), dim(x) or 8, dim(y) or 8,
+                                   f"matching.methods[{i}].params")
+
+    if cfg.projectors and runners.make_projector is not None:
+        for i, spec in enumerate(cfg.projectors["kinds"]):
+            for params in spec.combos():
+                _try_fit(runners, spec.name, params, f"projectors.kinds[{i}].params")
+
+
+_TRIED: dict[tuple, str | None] = {}  # stand-in runs already done in this process: key -> error message or None
+
+
+def _stand_in(n: int, d: int, seed: int, dtype=np.float64) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, d)).astype(dtype)
+
+
+def _try_match(runners: Runners, method: str, params: dict, n_seeds: int, dx: int, dy: int, key: str) -> None:
+    """Run ``method`` with ``params`` on random stand-ins of ``n_seeds`` known pairs + 6 queries."""
+    import warnings
+
+    token = ("match", method, json.dumps(params, sort_keys=True, default=str), n_seeds, dx, dy)
+    if token not in _TRIED:
+        n = n_seeds + 6
+        pm = np.stack([np.arange(n_seeds), np.arange(n_seeds)], axis=1)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                runners.match(_stand_in(n, dx, 0), _stand_in(n, dy, 1), method, partial_match=pm, rng=0, **params)
+            _TRIED[token] = None
+        except (TypeError, ValueError) as exc:
+            _TRIED[token] = str(exc).splitlines()[0]
+    if _TRIED[token] is not None:
+        raise _fail(key, _TRIED[token])
+
+
+def _try_fit(runners: Runners, kind: str, params: dict, key: str) -> None:
+    """Fit ``kind`` with ``params`` on a random stand-in, wide enough for its dimension parameters (``n_components``,
+    ``out_dim``) and with more rows than columns; without a checkpoint file."""
+    import warnings
+
+    token = ("fit", kind, json.dumps(params, sort_keys=True, default=str))
+    if token not in _TRIED:
+        sizes = [v for k, v in params.items() if k in _DIM_PARAMS and isinstance(v, int) and not isinstance(v, bool)]
+        d = max([8, *sizes])
+        trial = {k: v for k, v in params.items() if k != "checkpoint"}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                proj = runners.make_projector(kind, **trial)
+                proj.fit(_stand_in(2 * d + 8, d, 0, np.float32), _stand_in(2 * d + 8, d, 1, np.float32))
+            _TRIED[token] = None
+        except (TypeError, ValueError) as exc:
+            _TRIED[token] = str(exc).splitlines()[0]
+    if _TRIED[token] is not None:
+        raise _fail(key, _TRIED[token])
 
 
 def _layers_mode(section: dict, key: str) -> str:
@@ -574,12 +865,27 @@ def _task_settings(cfg: ExperimentConfig, task: str) -> dict:
     if task == "similarity":
         return {"null": cfg.similarity["null"]}
     if task == "matching":
-        return {k: cfg.matching[k] for k in ("n_query", "n_splits", "seed_selection")}
+        out = {k: cfg.matching[k] for k in ("n_query", "n_splits", "seed_selection")}
+        if cfg.matching["query"]:
+            out["query"] = dict(cfg.matching["query"])
+        return out
+    if cfg.projectors["test"]:
+        return {"test": dict(cfg.projectors["test"]), "ks": list(cfg.projectors["ks"])}
     return {"test_fraction": cfg.projectors["test_fraction"], "ks": list(cfg.projectors["ks"])}
 
 
-def _cell_id(cell: Cell, settings: dict, fx: str, fy: str) -> str:
-    desc = {"format": CELL_FORMAT, **cell.describe(), "settings": settings, "features": [fx, fy]}
+def _cell_features(cell: Cell, cfg: ExperimentConfig) -> list[str]:
+    """The feature sets a cell reads: its pair, plus the pair's held-out (query / test) feature sets."""
+    names = [cell.x, cell.y]
+    held = (cfg.matching or {}).get("query") if cell.task == "matching" else \
+        (cfg.projectors or {}).get("test") if cell.task == "projectors" else None
+    if held:
+        names += [held[cell.x], held[cell.y]]
+    return names
+
+
+def _cell_id(cell: Cell, settings: dict, fingerprints: Sequence[str]) -> str:
+    desc = {"format": CELL_FORMAT, **cell.describe(), "settings": settings, "features": list(fingerprints)}
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -589,8 +895,16 @@ def _run_similarity(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig) -> 
     lx, ly = store.layers(cell.x), store.layers(cell.y)
     out: dict[str, Any] = {}
     if len(lx) > 1 or len(ly) > 1:
+        from .similarity import list_metrics
+
         sweep = layer_sweep(lx, ly, cell.method, **cell.params)
         out["sweep"] = sweep.to_dict()
+        # the best layer pair (largest similarity, smallest distance), as the Platonic protocol reports
+        M = np.asarray(sweep.to_dict()["matrix"], dtype=np.float64)
+        pick = np.nanargmax if list_metrics()[cell.method].kind == "similarity" else np.nanargmin
+        i, j = np.unravel_index(pick(M), M.shape)
+        out.update(sweep_best=float(M[i, j]), sweep_best_layers=[out["sweep"]["layers_x"][i],
+                                                                 out["sweep"]["layers_y"][j]])
     X, Y = next(iter(lx.values())), next(iter(ly.values()))
     if cfg.similarity["null"]:
         r = permutation_null(X, Y, cell.method, cfg.similarity["null"], cell.seed, **cell.params)
@@ -604,6 +918,8 @@ def _run_similarity(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig) -> 
 
 def _run_matching(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runners: Runners) -> dict:
     m = cfg.matching
+    if m["query"]:
+        return _run_base_query(cell, store, cfg, runners)
     res = runners.match_evaluate(store.X(cell.x, cell.layer_x), store.X(cell.y, cell.layer_y), cell.method,
                                  n_seeds=cell.n_seeds,
                                  n_query=m["n_query"], n_splits=m["n_splits"], seed_selection=m["seed_selection"],
@@ -613,14 +929,55 @@ def _run_matching(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runne
             "recall": d.get("recall"), "seconds": d.get("seconds")}
 
 
+def _run_base_query(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runners: Runners) -> dict:
+    """Matching with known pairs from the pair's feature sets and queries from their ``matching.query`` sets.
+
+    Each split draws ``n_seeds`` base items and ``n_query`` query items (without replacement, from the cell's seed),
+    hides the order of the queries on the Y side, runs the method with the base pairs as ``partial_match`` and scores
+    the fraction of queries matched to their partner (and Recall@1/5/10 of the true partner for methods that score
+    pairs), as in Maniparambil et al. (CVPR 2024: COCO base, NoCaps queries).
+    """
+    m = cfg.matching
+    k, q = cell.n_seeds, m["n_query"]
+    XA, YA = np.asarray(store.X(cell.x, cell.layer_x)), np.asarray(store.X(cell.y, cell.layer_y))
+    XB = np.asarray(store.X(m["query"][cell.x], cell.layer_x))
+    YB = np.asarray(store.X(m["query"][cell.y], cell.layer_y))
+    rng = np.random.default_rng(cell.seed)
+    accs, recalls, t0 = [], [], time.perf_counter()
+    for _ in range(m["n_splits"]):
+        base = rng.choice(XA.shape[0], k, replace=False)
+        queries = rng.choice(XB.shape[0], q, replace=False)
+        hide = rng.permutation(q)  # Y's query rows in a hidden order
+        X = np.concatenate([XA[base], XB[queries]])
+        Y = np.concatenate([YA[base], YB[queries[hide]]])
+        truth = np.argsort(hide)  # query a of X is query truth[a] of Y
+        pm = np.stack([np.arange(k), np.arange(k)], axis=1)
+        res = runners.match(X, Y, cell.method, partial_match=pm, rng=rng.spawn(1)[0], **cell.params)
+        accs.append(float(np.mean(np.asarray(res.col_ind)[k:] == k + truth)))
+        if getattr(res, "similarity", None) is not None:
+            S = np.asarray(res.similarity, dtype=np.float64)[k:, k:]
+            rank = (S > S[np.arange(q), truth][:, None]).sum(axis=1)  # 0 = the partner ranks first
+            recalls.append({str(r): float(np.mean(rank < r)) for r in (1, 5, 10)})
+    recall = {r: float(np.mean([x[r] for x in recalls])) for r in recalls[0]} if recalls else None
+    return {"accuracy": float(np.mean(accs)), "accuracies": accs, "recall": recall,
+            "seconds": time.perf_counter() - t0}
+
+
 def _run_projector(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runners: Runners) -> dict:
     from .evaluation import retrieval_metrics
 
     X, Y = np.asarray(store.X(cell.x, cell.layer_x)), np.asarray(store.X(cell.y, cell.layer_y))
-    n = X.shape[0]
-    n_test = max(1, round(cfg.projectors["test_fraction"] * n))
-    perm = np.random.default_rng(cell.seed).permutation(n)
-    test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    held = cfg.projectors["test"]
+    if held:  # train on every pair, test on the test feature sets
+        X_test = np.asarray(store.X(held[cell.x], cell.layer_x))
+        Y_test = np.asarray(store.X(held[cell.y], cell.layer_y))
+        train = np.arange(X.shape[0])
+    else:
+        n = X.shape[0]
+        n_test = max(1, round(cfg.projectors["test_fraction"] * n))
+        perm = np.random.default_rng(cell.seed).permutation(n)
+        test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+        X_test, Y_test = X[test], Y[test]
     params = dict(cell.params)
     proj = runners.make_projector(cell.method, **params)
     if "rng" in getattr(proj, "get_params", dict)() and "rng" not in params:
@@ -629,8 +986,8 @@ def _run_projector(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runn
     proj.fit(X[train], Y[train])
     fit_s = time.perf_counter() - t0
     transform_y = getattr(proj, "transform_y", lambda A: A)
-    res = retrieval_metrics(proj.transform(X[test]), transform_y(Y[test]), ks=cfg.projectors["ks"])
-    out = {"retrieval": res.to_dict(), "n_train": len(train), "n_test": len(test), "fit_seconds": fit_s}
+    res = retrieval_metrics(proj.transform(X_test), transform_y(Y_test), ks=cfg.projectors["ks"])
+    out = {"retrieval": res.to_dict(), "n_train": len(train), "n_test": len(X_test), "fit_seconds": fit_s}
     tr = getattr(proj, "train_result_", None)
     if tr is not None:
         out["history"] = [{k: v for k, v in rec.items() if isinstance(v, (int, float))} for rec in tr.history]
@@ -691,8 +1048,21 @@ def run_experiment(cfg: ExperimentConfig, runners: Runners, *, show_progress: bo
     needed = {c.task for c in cells}
     if "matching" in needed and runners.match_evaluate is None:
         raise ValueError("this experiment has a matching task but no matching evaluator was given")
+    if "matching" in needed and cfg.matching["query"] and runners.match is None:
+        raise ValueError("matching.query needs Runners.match (matching.match); the command line passes it")
     if "projectors" in needed and runners.make_projector is None:
         raise ValueError("this experiment has a projectors task but no projector factory was given")
+    # every feature set a cell reads, loaded (embedded) before the first cell, then the size checks on real shapes
+    used = list(dict.fromkeys(f for c in cells for f in _cell_features(c, cfg)))
+    shapes = {}
+    for name in used:
+        arrays = list(store.layers(name).values())
+        shapes[name] = (arrays[0].shape[0], arrays[0].shape[1])
+        for layer, arr in zip(cfg.features[name].layers or ("features",), arrays):
+            if arr.ndim != 2 or arr.shape[0] != shapes[name][0]:
+                raise ConfigError(f"features.{name}: layer {layer!r} has shape {arr.shape}; every layer needs "
+                                  f"{shapes[name][0]} rows")
+    preflight(cfg, runners, shapes)
     records, n_cached, n_computed = [], 0, 0
     it = cells
     if show_progress:
@@ -701,7 +1071,7 @@ def run_experiment(cfg: ExperimentConfig, runners: Runners, *, show_progress: bo
         it = tqdm(cells, desc=f"{cfg.name}", unit="cell")
     for cell in it:
         settings = _task_settings(cfg, cell.task)
-        cid = _cell_id(cell, settings, store.fingerprint(cell.x), store.fingerprint(cell.y))
+        cid = _cell_id(cell, settings, [store.fingerprint(f) for f in _cell_features(cell, cfg)])
         path = out / "cells" / cell.task / f"{cid}.json"
         record = _read_cell(path)
         if record is not None:
@@ -722,7 +1092,7 @@ def run_experiment(cfg: ExperimentConfig, runners: Runners, *, show_progress: bo
         records.append(record)
     say(f"{len(cells)} cells: {n_computed} computed, {n_cached} already done")
     aggregates = _aggregate(records, cfg)
-    files = _write_outputs(cfg, records, aggregates, out)
+    files = _write_outputs(cfg, records, aggregates, out, _provenance(cfg, store, used))
     seconds = time.perf_counter() - t0
     return ExperimentResult(out=out, n_cells=len(cells), n_computed=n_computed, n_cached=n_cached, files=files,
                             aggregates=aggregates, seconds=round(seconds, 2))
@@ -759,12 +1129,14 @@ def _aggregate(records: list[dict], cfg: ExperimentConfig) -> list[dict]:
         measures: dict[str, list[float]] = {}
         if task == "similarity":
             for r in rs:
-                for k in ("value", "null_mean", "null_std", "p_value"):
+                for k in ("value", "null_mean", "null_std", "p_value", "sweep_best"):
                     if r["result"].get(k) is not None:
                         measures.setdefault(k, []).append(float(r["result"][k]))
         elif task == "matching":
             for r in rs:
                 measures.setdefault("accuracy", []).extend(r["result"]["accuracies"])
+                for k, v in (r["result"].get("recall") or {}).items():
+                    measures.setdefault(f"R@{k}", []).append(float(v))
         else:
             for r in rs:
                 for direction in ("query_to_gallery", "gallery_to_query"):
@@ -778,11 +1150,31 @@ def _aggregate(records: list[dict], cfg: ExperimentConfig) -> list[dict]:
     return rows
 
 
-def _write_outputs(cfg: ExperimentConfig, records: list[dict], aggregates: list[dict], out: Path) -> dict:
+def _provenance(cfg: ExperimentConfig, store: _FeatureStore, used: Sequence[str]) -> dict:
+    """What produced the results: versions (:func:`align._provenance.provenance`), every feature set (file + sha256,
+    or encoder and dataset specs with the feature-cache key) and the seeds."""
+    from ._provenance import provenance
+
+    features = {}
+    for name in used:
+        spec = cfg.features[name]
+        if spec.file is not None:
+            features[name] = {"file": spec.file, "key": spec.key, "sha256": store.fingerprint(name).split(":")[1],
+                              "shape": list(store.X(name).shape)}
+        else:
+            features[name] = {"encoder": spec.encoder, "encoder_options": spec.encoder_options,
+                              "dataset": spec.dataset, "dataset_options": spec.dataset_options, "field": spec.field,
+                              "layers": list(spec.layers), "cache_key": store.fingerprint(name).split(":", 1)[1],
+                              "shape": list(store.X(name).shape)}
+    return provenance(command="unialign run", experiment=cfg.name, features=features, seeds=list(cfg.seeds))
+
+
+def _write_outputs(cfg: ExperimentConfig, records: list[dict], aggregates: list[dict], out: Path,
+                   provenance: dict | None = None) -> dict:
     files: dict[str, Path] = {}
     with atomic_write(out / "results.json", "w") as f:
-        json.dump({"name": cfg.name, "config": cfg.source, "aggregates": aggregates, "cells": records}, f,
-                  indent=1, default=json_default)
+        json.dump({"name": cfg.name, "provenance": provenance, "config": cfg.source, "aggregates": aggregates,
+                   "cells": records}, f, indent=1, default=json_default)
     files["results.json"] = out / "results.json"
     buf = io.StringIO()
     fields = ["task", "x", "y", "method", "params", "n_seeds", "measure", "mean", "std", "n"]
@@ -823,7 +1215,7 @@ def _plots(cfg: ExperimentConfig, records: list[dict], aggregates: list[dict], o
             name = f"layers_{i}.png"
             files[name] = plot_heatmap({f"{metric}: {x} × {y}": np.asarray(sw["matrix"])}, sw["layers_x"],
                                        sw["layers_y"], out / name, vmin=None, vmax=None, xlabel=y, ylabel=x)
-    match = [a for a in aggregates if a["task"] == "matching"]
+    match = [a for a in aggregates if a["task"] == "matching" and a["measure"] == "accuracy"]
     if match:
         panels: dict[str, dict] = {}
         for a in sorted(match, key=lambda a: a["n_seeds"]):
@@ -891,18 +1283,23 @@ def _report(cfg: ExperimentConfig, records: list[dict], aggregates: list[dict], 
         for a in sims:
             by.setdefault((a["x"], a["y"], a["method"], a["params"]), {})[a["measure"]] = a
         rows = []
+        swept = any("sweep_best" in ms for ms in by.values())
         for (x, y, method, params), ms in by.items():
             v = ms["value"]
             null = ms.get("null_mean")
             rows.append([x, y, method + (f" ({_params_label(json.loads(params))})" if params != "{}" else ""),
                          f"{v['mean']:.4f}", fmt_mean_std(null["mean"], ms["null_std"]["mean"], 4) if null else "–",
-                         f"{ms['p_value']['mean']:.3f}" if "p_value" in ms else "–"])
-        L.append(markdown_table(["X", "Y", "metric", "value", "null (mean ± std)", "p"], rows) + "\n")
-    match = [a for a in aggregates if a["task"] == "matching"]
+                         f"{ms['p_value']['mean']:.3f}" if "p_value" in ms else "–"]
+                        + ([f"{ms['sweep_best']['mean']:.4f}" if "sweep_best" in ms else "–"] if swept else []))
+        L.append(markdown_table(["X", "Y", "metric", "value", "null (mean ± std)", "p"]
+                                + (["best layer pair"] if swept else []), rows) + "\n")
+    match = [a for a in aggregates if a["task"] == "matching" and a["measure"] == "accuracy"]
     if match:
         m = cfg.matching
         L.append("## Matching vs number of known pairs\n")
-        L.append(f"{m['n_query']} hidden query items per split, {m['n_splits']} splits per seed, seeds "
+        where = (" drawn from " + ", ".join(f"{b} (queries of {a})" for a, b in m["query"].items())
+                 if m["query"] else "")
+        L.append(f"{m['n_query']} hidden query items per split{where}, {m['n_splits']} splits per seed, seeds "
                  f"{list(cfg.seeds)}; mean ± std over all splits (chance {1 / m['n_query']:.3f}).\n")
         L.append(f"![matching]({files['matching.png'].name})\n")
         counts = list(m["n_seeds"])
@@ -913,13 +1310,31 @@ def _report(cfg: ExperimentConfig, records: list[dict], aggregates: list[dict], 
         for (x, y, method, params), per in by.items():
             rows.append([f"{x} → {y}", method + (f" ({_params_label(json.loads(params))})" if params != "{}" else "")]
                         + [fmt_mean_std(per[k]["mean"], per[k]["std"]) if k in per else "–" for k in counts])
-        L.append(markdown_table(["pair", "method"] + [f"{k} seeds" for k in counts], rows) + "\n")
+        recall = [a for a in aggregates if a["task"] == "matching" and a["measure"].startswith("R@")]
+        if recall:
+            L.append(markdown_table(["pair", "method"] + [f"{k} seeds" for k in counts], rows) + "\n")
+            L.append("Recall@k of the true partner among the queries (methods that score pairs):\n")
+            by_r: dict = {}
+            for a in recall:
+                by_r.setdefault((a["x"], a["y"], a["method"], a["params"], a["measure"]), {})[a["n_seeds"]] = a
+            rows = [[f"{x} → {y}", method + (f" ({_params_label(json.loads(params))})" if params != "{}" else ""),
+                     measure] + [fmt_mean_std(per[k]["mean"], per[k]["std"]) if k in per else "–" for k in counts]
+                    for (x, y, method, params, measure), per in by_r.items()]
+            L.append(markdown_table(["pair", "method", "measure"] + [f"{k} seeds" for k in counts], rows) + "\n")
+            rows = None
+        if rows is not None:
+            L.append(markdown_table(["pair", "method"] + [f"{k} seeds" for k in counts], rows) + "\n")
     proj = [a for a in aggregates if a["task"] == "projectors"]
     if proj:
         p = cfg.projectors
         L.append("## Projectors: retrieval on held-out pairs\n")
-        L.append(f"Each seed draws a {p['test_fraction']:.0%} test split; the projector is fitted on the rest. "
-                 "x2y: projected X queries rank the Y test items; y2x the reverse.\n")
+        if p["test"]:
+            L.append("Each projector is fitted on every pair and tested on the test feature sets "
+                     + ", ".join(f"{b} (for {a})" for a, b in p["test"].items())
+                     + ". x2y: projected X queries rank the Y test items; y2x the reverse.\n")
+        else:
+            L.append(f"Each seed draws a {p['test_fraction']:.0%} test split; the projector is fitted on the rest. "
+                     "x2y: projected X queries rank the Y test items; y2x the reverse.\n")
         L.append(f"![recall]({files['recall.png'].name})\n")
         if "training.png" in files:
             L.append(f"![training]({files['training.png'].name})\n")

@@ -19,7 +19,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "benchmarks" / "configs" / "mult
 
 @pytest.fixture(scope="module")
 def runners():
-    return experiment_runners()
+    import matching
+
+    return dataclasses.replace(experiment_runners(), match=matching.match)
 
 
 @pytest.fixture
