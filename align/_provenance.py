@@ -1,0 +1,194 @@
+"""Provenance: what produced a result (library versions, command, input files, encoder specs, seeds).
+
+Every JSON result of the command line carries ``"provenance": provenance(**inputs)`` and every saved projector
+stores one, so a number read months later says which unialign, which files (by sha256) or which encoders and
+datasets, and which seeds made it. Feature files written by ``unialign embed --out`` get a sidecar
+``<file>.provenance.json`` (and ``.safetensors`` files the same record in their header); :func:`recorded_encoder`
+reads it back, so applying a projector to features of another encoder than it was trained on can be refused.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SIDECAR_SUFFIX", "file_record", "provenance", "recorded_encoder", "write_feature_sidecar"]
+
+#: ``x.npy`` -> ``x.npy.provenance.json``
+SIDECAR_SUFFIX = ".provenance.json"
+
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, so one run hashes a file once
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _split_key(path: Path) -> tuple[Path, str | None]:
+    """``FILE:KEY`` (the command line's way to pick an array) -> (FILE, KEY)."""
+    if not path.exists() and ":" in path.name:
+        name, key = path.name.rsplit(":", 1)
+        return path.with_name(name), key
+    return path, None
+
+
+def _sha256(path: Path) -> str:
+    from ._io import sha256_file
+
+    st = path.stat()
+    token = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if token not in _HASHES:
+        _HASHES[token] = sha256_file(path)
+    return _HASHES[token]
+
+
+def file_record(path: str | os.PathLike) -> dict:
+    """``{"path", "sha256", "bytes"}`` of an input file (``FILE:KEY`` adds ``"key"``), plus the encoder the file
+    records, if any; a path that does not exist gives ``{"path", "missing": True}``."""
+    path, key = _split_key(Path(path))
+    if not path.is_file():
+        return {"path": str(path), "missing": True}
+    out: dict[str, Any] = {"path": str(path), "sha256": _sha256(path), "bytes": path.stat().st_size}
+    if key is not None:
+        out["key"] = key
+    encoder = recorded_encoder(path)
+    if encoder is not None:
+        out["encoder"] = encoder
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Plain JSON values: paths become file records, numpy scalars numbers, containers recurse."""
+    import numpy as np
+
+    if isinstance(value, os.PathLike):
+        return file_record(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.random.Generator):
+        return {"bit_generator": type(value.bit_generator).__name__, "state": value.bit_generator.state["state"]}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def provenance(**inputs: Any) -> dict:
+    """A plain-JSON record of what produced a result.
+
+    Parameters
+    ----------
+    **inputs
+        Whatever made the result, by name: ``os.PathLike`` values (``pathlib.Path``) are input files and are
+        recorded with their sha256 and size (``Path("f.npz:key")`` picks an array, as on the command line);
+        strings (encoder and dataset specs), numbers (seeds), and lists / dicts of them are kept as they are;
+        a ``numpy.random.Generator`` is recorded by its state. ``command`` is the conventional key for the command
+        line that ran.
+
+    Returns
+    -------
+    dict
+        ``{"unialign": version, "python", "numpy", "torch", "created": UTC time, **inputs}``; ``torch`` is the
+        installed version (None when torch is absent).
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> p = provenance(command="unialign similarity", x=Path("x.npy"), metric="linear_cka", seed=0)  # doctest: +SKIP
+    >>> p["x"]["sha256"]                                                                                 # doctest: +SKIP
+    """
+    import numpy as np
+
+    from . import __version__
+
+    record: dict[str, Any] = {
+        "unialign": _version("unialign") or __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "torch": _version("torch"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for name, value in inputs.items():
+        if name in record:
+            raise ValueError(f"provenance input {name!r} clashes with a field the record sets itself; rename it")
+        record[name] = _plain(value)
+    return record
+
+
+def command_line() -> str:
+    """The command line of this process, as typed (``unialign similarity x.npy y.npy``)."""
+    import shlex
+
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name in ("unialign", "__main__.py", "cli.py"):
+        argv[0] = "unialign"
+    return shlex.join(argv)
+
+
+# ---- the encoder a feature file records ---------------------------------------------------------------------------
+def write_feature_sidecar(path: str | os.PathLike, record: dict) -> Path:
+    """Write ``record`` (``provenance(encoder=…, …)``) beside a feature file as ``<file>.provenance.json``, with the
+    file's sha256, atomically. :func:`recorded_encoder` trusts it only while the file still has that sha256."""
+    from ._io import atomic_write
+
+    path = Path(path)
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    body = dict(record, file={"name": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size})
+    with atomic_write(sidecar, "w") as f:
+        json.dump(body, f, indent=2, default=str)
+    return sidecar
+
+
+def recorded_encoder(path: str | os.PathLike) -> str | None:
+    """The spec of the encoder that made the features in ``path``, when the file records it; else None.
+
+    Looked up, in order: the sidecar ``<file>.provenance.json`` written by ``unialign embed --out`` (ignored when
+    the file's sha256 no longer matches: the file was overwritten since); the ``unialign.encoder`` entry of a
+    ``.safetensors`` header; the ``meta.json`` of the feature-cache entry the file sits in.
+    """
+    path, _ = _split_key(Path(path))
+    if not path.is_file():
+        return None
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    if sidecar.is_file():
+        try:
+            body = json.loads(sidecar.read_text())
+            if body.get("file", {}).get("sha256") == _sha256(path) and body.get("encoder"):
+                return str(body["encoder"])
+            log.warning("ignoring %s: it describes another version of %s", sidecar, path.name)
+        except (OSError, ValueError, AttributeError):
+            log.warning("ignoring unreadable %s", sidecar)
+    if path.suffix.lower() == ".safetensors":
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="numpy") as f:
+                spec = (f.metadata() or {}).get("unialign.encoder")
+            if spec:
+                return spec
+        except Exception:  # noqa: BLE001 - a corrupt file is reported by load_features, not here
+            return None
+    meta_path = path.parent / "meta.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            names = {f.get("file") for f in (meta.get("files") or {}).values()}
+            if path.name in names and meta.get("encoder", {}).get("spec"):
+                return str(meta["encoder"]["spec"])
+        except (OSError, ValueError, AttributeError):
+            return None
+    return None
