@@ -1153,7 +1153,17 @@ def _aggregate(records: list[dict], cfg: ExperimentConfig) -> list[dict]:
 def _provenance(cfg: ExperimentConfig, store: _FeatureStore, used: Sequence[str]) -> dict:
     """What produced the results: versions (:func:`align._provenance.provenance`), every feature set (file + sha256,
     or encoder and dataset specs with the feature-cache key) and the seeds."""
-    from ._provenance import provenance
+    try:
+        from ._provenance import provenance
+    except ImportError:  # align._provenance not installed with this tree: the same core fields, recorded here
+        def provenance(**inputs):
+            import platform
+            from importlib import metadata
+
+            from . import __version__
+
+            return {"unialign": __version__, "python": platform.python_version(), "numpy": np.__version__,
+                    "torch": metadata.version("torch"), **inputs}
 
     features = {}
     for name in used:
