@@ -54,8 +54,9 @@ OUT = None
 
 
 def record(**row) -> None:
-    line = json.dumps(row)
-    print(line, flush=True)
+    from benchmarks._harness import emit_interval  # prints the JSON line; `python -m benchmarks run` keeps the row
+
+    line = json.dumps(emit_interval("matching", **row))  # + interval_peak_mb: peak RSS growth since the last row
     if OUT is not None:
         with open(OUT, "a") as fh:
             fh.write(line + "\n")

@@ -5,7 +5,9 @@ Two tasks, each printing JSON lines to stdout (one per configuration) and an opt
 ``throughput``
     Synthetic float32 features written to a memory-mapped ``.npy`` (n rows, d dims), then a fixed number of epochs of
     each trained kind. Reports rows/s, step time, and the share of the step spent waiting for data
-    (``data_time_fraction``; goal < 10%), with the trainer's background reader.
+    (``data_time_fraction``; goal < 10%), with the trainer's background reader: medians over ``--repeats`` fits
+    (a fresh projector each), with the fit's wall and CPU time and the peak resident memory (and CUDA allocation)
+    one fit adds, measured by ``benchmarks._harness.measure``. The temporary files are removed at the end.
 
 ``multi30k``
     Projectors from ``minilm`` to ``e5-small`` trained only on English captions of Multi30k ``train``
@@ -24,7 +26,7 @@ Two tasks, each printing JSON lines to stdout (one per configuration) and an opt
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_projectors.py throughput --n 200000 --dim 384 --epochs 1
+    OMP_NUM_THREADS=1 python benchmarks/bench_projectors.py throughput --n 200000 --dim 384 --epochs 1 --repeats 3
     python benchmarks/bench_projectors.py multi30k --features /path/to/feats --out results.json
     python benchmarks/bench_projectors.py imagenet --images img.npy --prompts prompts.npy
 """
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -40,9 +43,16 @@ from pathlib import Path
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks._harness` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._harness import emit, measure  # noqa: E402
+
+SUITE = "projectors"
 
 def _line(obj):
-    print(json.dumps(obj), flush=True)
+    """One measured row: a JSON line on stdout, kept by ``python -m benchmarks run`` (``benchmarks._harness``)."""
+    emit(SUITE, **obj)
 
 
 TRAINED = [
@@ -56,12 +66,19 @@ TRAINED = [
 
 
 def throughput(args) -> list[dict]:
+    tmp = Path(tempfile.mkdtemp(prefix="unialign-bench-"))
+    try:
+        return _throughput(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _throughput(args, tmp: Path) -> list[dict]:
     import torch
 
     from projectors import make_projector
 
     rng = np.random.default_rng(0)
-    tmp = Path(tempfile.mkdtemp(prefix="unialign-bench-"))
     paths = {}
     for side, d in (("x", args.dim), ("y", args.dim)):
         arr = np.lib.format.open_memmap(tmp / f"{side}.npy", mode="w+", dtype=np.float32, shape=(args.n, d))
@@ -78,17 +95,29 @@ def throughput(args) -> list[dict]:
     for kind, loss, extra in TRAINED:
         if args.kinds and kind not in args.kinds:
             continue
-        p = make_projector(kind, loss=loss, batch_size=args.batch_size, max_epochs=args.epochs, val_fraction=0.0,
-                           device=device, **extra)
-        t0 = time.perf_counter()
-        p.fit(X, Y)
-        wall = time.perf_counter() - t0
-        res = p.train_result_
-        epoch_time = sum(h["epoch_time_s"] for h in res.history)
+        runs = []
+
+        def fit():  # a fresh projector per repeat; the trainer's own epoch clock per run
+            p = make_projector(kind, loss=loss, batch_size=args.batch_size, max_epochs=args.epochs,
+                               val_fraction=0.0, device=device, rng=0, **extra)
+            p.fit(X, Y)
+            res = p.train_result_
+            runs.append((sum(h["epoch_time_s"] for h in res.history), res.n_steps, res.data_time_fraction))
+            return res
+
+        m = measure(fit, repeats=args.repeats, warmup=args.warmup, device=device)
+        runs = runs[args.warmup:]
+        epoch_time = float(np.median([r[0] for r in runs]))
+        steps = runs[-1][1]
         row = {"task": "throughput", "kind": kind, "loss": loss, "n": args.n, "dim": args.dim,
-               "batch_size": args.batch_size, "device": str(device), "steps": res.n_steps,
-               "rows_per_s": res.n_steps * args.batch_size / epoch_time, "step_ms": 1e3 * epoch_time / res.n_steps,
-               "data_time_fraction": res.data_time_fraction, "fit_wall_s": wall,
+               "batch_size": args.batch_size, "device": str(device), "steps": steps, "repeats": args.repeats,
+               "rows_per_s": round(steps * args.batch_size / epoch_time, 1),
+               "step_ms": round(1e3 * epoch_time / steps, 2),
+               "data_time_fraction": round(float(np.median([r[2] for r in runs])), 4),
+               "fit_wall_s": round(m.wall_s, 3), "fit_cpu_s": round(m.cpu_s, 3),
+               "fit_wall_times": [round(t, 3) for t in m.wall_times],
+               "peak_mb": None if m.peak_mb is None else round(m.peak_mb, 1),
+               "cuda_peak_mb": None if m.cuda_peak_mb is None else round(m.cuda_peak_mb, 1),
                "torch_threads": torch.get_num_threads()}
         _line(row)
         rows.append(row)
@@ -227,6 +256,8 @@ def main(argv=None):
     t.add_argument("--dim", type=int, default=384)
     t.add_argument("--epochs", type=int, default=1)
     t.add_argument("--batch-size", type=int, default=4096)
+    t.add_argument("--repeats", type=int, default=1, help="timed fits per kind (median reported)")
+    t.add_argument("--warmup", type=int, default=0, help="untimed fits per kind first")
     m = sub.add_parser("multi30k")
     m.add_argument("--features", default=os.environ.get("UNIALIGN_FEATURES", "."))
     m.add_argument("--epochs", type=int, default=40)

@@ -164,7 +164,12 @@ def gram_fits(n, copies=4, budget=None):
 
 
 def emit(rec):
-    print(json.dumps(rec), flush=True)
+    """Print ``rec`` as a JSON line (+ ``interval_peak_mb``); `python -m benchmarks run` keeps it (benchmarks/_harness)."""
+    try:
+        from benchmarks._harness import emit_interval
+    except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+        from _harness import emit_interval
+    emit_interval("similarity", **rec)
 
 
 def bench_metric(metric, sizes, dx, dy, peers, ours_kw=None, repeat=1):
