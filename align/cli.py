@@ -258,14 +258,16 @@ def check_similarity_memory(metric: str, n: int, dx: int, dy: int, params: dict,
     k-NN routes a float64 copy of both inputs plus one block of kernel rows; RSA both condensed ``n x n``
     dissimilarity matrices and their ranks.
     """
-    from ._similarity._kernel import BLOCK_BYTES
+    from ._similarity import _kernel
     from ._similarity._registry import features_route
     from ._validation import check_memory
+
+    block_bytes = getattr(_kernel, "BLOCK_BYTES", 128 * 2**20)  # the Gram routes' block budget
 
     n, dx, dy = int(n), int(dx), int(dy)
     moments = 8.0 * (dx * dx + dy * dy + dx * dy)
     copies = 8.0 * n * (dx + dy)
-    block = 4.0 * BLOCK_BYTES if batch_size is None else 8.0 * 4 * batch_size * n
+    block = 8.0 * 4 * n * (min(n, block_bytes // (8 * 4 * max(n, 1))) if batch_size is None else batch_size)
     if metric in ("svcca", "pwcca"):
         need, route = 2 * moments, "feature-space moments"
     elif metric in ("linear_cka", "procrustes") or (metric == "unbiased_cka" and params.get("kernel", "linear")
@@ -282,9 +284,11 @@ def check_similarity_memory(metric: str, n: int, dx: int, dy: int, params: dict,
         need, route = 8.0 * m * (dx + dy) + 8.0 * 2 * m * m, "minibatch Gram matrices"
     else:  # rbf_cka, unbiased_cka (rbf), mutual_knn, cknna, cycle_knn
         need, route = copies + block + 8.0 * 2 * n * int(params.get("k", 10) or 10), "Gram / k-NN blocks"
-    fix = ("measure fewer items or fewer dimensions (e.g. PCA first), or use a machine with more memory"
-           if "moments" in route else "measure fewer items (a random subset), or use a metric with a feature-space "
-           "route (linear_cka) or minibatch_cka")
+    if route == "Gram blocks" or "moments" in route:
+        fix = "reduce the dimensions (e.g. PCA first) or the number of items, or use a machine with more memory"
+    else:
+        fix = ("measure a random subset of the items, or use linear_cka (its feature-space route needs no n x n "
+               "matrices) or minibatch_cka")
     check_memory(need, f"--metric {metric} on ({n:,}, {dx:,}) and ({n:,}, {dy:,}) features ({route})", fix,
                  device=device)
 
@@ -580,13 +584,14 @@ def retrieve_command(projector_path, x_path, y_path, positives_path, ks, device)
     proj = load_projector(projector_path, x_encoder=recorded_encoder(x_path), y_encoder=recorded_encoder(y_path))
     X = np.asarray(load_features(x_path))
     Y = np.asarray(load_features(y_path))
-    n_small = min(X.shape[0], Y.shape[0]) if X.ndim == 2 and Y.ndim == 2 else None
-    if n_small is not None and max(k_list) > n_small:
+    Q, G = proj.transform(X), proj.transform_y(Y)  # validates both
+    n_small = min(X.shape[0], Y.shape[0])
+    if max(k_list) > n_small:
         side = "gallery --y" if Y.shape[0] <= X.shape[0] else "query set --x (ranked in the reverse direction)"
         raise ValueError(f"--ks {max(k_list)} is larger than the {side} of {n_small} items, where Recall@k is 1 by "
                          f"construction; use cut-offs up to {n_small}")
     positives = None if positives_path is None else np.asarray(load_features(positives_path, mmap=False))
-    res = retrieval_metrics(proj.transform(X), proj.transform_y(Y), positives, ks=k_list, device=device)
+    res = retrieval_metrics(Q, G, positives, ks=k_list, device=device)
     out = {"projector": projector_path, "kind": proj.kind, "metadata": proj.metadata_, "n_queries": int(X.shape[0]),
            "n_gallery": int(Y.shape[0]), **res.to_dict(),
            "provenance": result_provenance(projector=Path(projector_path), x=Path(x_path), y=Path(y_path),

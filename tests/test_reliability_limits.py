@@ -1,0 +1,230 @@
+"""Requests beyond what the data or the machine holds, and the line between bad input and bugs.
+
+- A cut-off larger than the items it ranks (``retrieve --ks``, ``zeroshot --top-k``, k-NN metrics with k >= n) is a
+  one-line error, never a trivially perfect number.
+- A computation whose dense matrices exceed the free memory is refused before anything is allocated, in one line that
+  names the memory needed and the fix (the free memory is patched small here, so nothing big is allocated).
+- Only the library's own validation errors become one-liners; a ``TypeError`` or ``KeyError`` from a bug keeps its
+  traceback, and wrong types given by the user are ``ValueError`` s.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import align._validation as validation
+from align.cli import _raised_on_purpose, main
+
+
+def _invoke(args, expect):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == expect, (result.stdout, result.stderr, result.exception)
+    return result
+
+
+def _error(result) -> str:
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("limits")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 6))
+    out = {"tmp": tmp}
+    for name, arr in (("X", X), ("Y", X @ rng.standard_normal((6, 5))), ("X10", X[:10]),
+                      ("wide", rng.standard_normal((10, 3000)).astype(np.float32))):
+        np.save(tmp / f"{name}.npy", arr)
+        out[name] = tmp / f"{name}.npy"
+    np.save(tmp / "pos10.npy", np.arange(10))
+    out["pos10"] = tmp / "pos10.npy"
+    out["proj"] = tmp / "p.pt"
+    _invoke(["fit", "--kind", "linear", "--x", out["X"], "--y", out["Y"], "--val-fraction", "0", "--out",
+             out["proj"]], 0)
+    return out
+
+
+# ---- cut-offs beyond the items ------------------------------------------------------------------------------------
+def test_retrieve_ks_larger_than_the_gallery(files):
+    line = _error(_invoke(["retrieve", "--projector", files["proj"], "--x", files["X"], "--y", files["Y"],
+                           "--ks", "1,100"], 1))
+    assert "--ks 100" in line and "gallery --y of 40 items" in line and "up to 40" in line
+    out = json.loads(_invoke(["retrieve", "--projector", files["proj"], "--x", files["X"], "--y", files["Y"],
+                              "--ks", "1,40"], 0).stdout)
+    assert out["query_to_gallery"]["R@40"] == 1.0
+    # the reverse direction ranks the queries: 10 queries cap k too
+    line = _error(_invoke(["retrieve", "--projector", files["proj"], "--x", files["X10"], "--y", files["Y"],
+                           "--ks", "20", "--positives", files["pos10"]], 1))
+    assert "query set --x" in line and "up to 10" in line
+
+
+@pytest.mark.parametrize("ks", ["0", "1,-5", ","])
+def test_retrieve_ks_must_be_positive(files, ks):
+    res = _invoke(["retrieve", "--projector", files["proj"], "--x", files["X"], "--y", files["Y"], "--ks", ks], 2)
+    assert "--ks" in res.stderr
+
+
+def test_zeroshot_top_k_larger_than_the_classes(tmp_path):
+    import projectors
+
+    gen = np.random.default_rng(1)
+    proj = projectors.make_projector("linear").fit(gen.normal(size=(50, 1280)), gen.normal(size=(50, 8)))
+    proj.save(tmp_path / "p.pt", x_encoder="efficientnet-lite0", y_encoder="some-text-encoder")
+    (tmp_path / "classes.txt").write_text("cat\ndog\ntemple\n")
+    np.save(tmp_path / "c.npy", gen.normal(size=(3, 8)).astype(np.float32))
+    (tmp_path / "img").mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "img" / "a.png")
+    line = _error(_invoke(["zeroshot", "--projector", tmp_path / "p.pt", "--images", tmp_path / "img", "--classes",
+                           tmp_path / "classes.txt", "--class-features", tmp_path / "c.npy", "--top-k", "4",
+                           "--no-progress"], 1))
+    assert "--top-k 4 is larger than the 3 candidate classes" in line
+
+
+@pytest.mark.parametrize("metric", ["mutual_knn", "cknna", "cycle_knn"])
+def test_knn_metrics_refuse_k_at_least_n(files, metric):
+    line = _error(_invoke(["similarity", files["X10"], files["X10"], "--metric", metric, "--k", "10"], 1))
+    assert "at most n - 1 = 9" in line
+    _invoke(["similarity", files["X10"], files["X10"], "--metric", metric, "--k", "9"], 0)
+
+
+# ---- memory ------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def small_memory(monkeypatch):
+    """Pretend 4 KiB are free."""
+    monkeypatch.setattr(validation, "available_memory", lambda device=None: 4096)
+
+
+@pytest.mark.parametrize("method", ["faq", "gw", "local_cka", "procrustes"])
+def test_dense_matching_beyond_free_memory_is_refused(files, small_memory, method):
+    line = _error(_invoke(["match", files["X"], files["Y"], "--method", method, "--seeds",
+                           _pairs(files["tmp"])], 1))
+    assert "needs about" in line and "only 4.0 KiB of memory is available" in line and "match fewer items" in line
+
+
+def _pairs(tmp):
+    path = tmp / "pairs.csv"
+    path.write_text("0,0\n1,1\n2,2\n3,3\n")
+    return path
+
+
+def test_matching_that_fits_is_not_refused(files):
+    _invoke(["match", files["X"], files["Y"], "--method", "faq", "--seeds", _pairs(files["tmp"])], 0)
+
+
+def test_evaluation_protocol_is_sized_by_its_splits(files, monkeypatch):
+    """evaluate matches n_seeds + n_query items per split, not all n: 15 items fit where 40 would not."""
+    need_40 = 8 * (2 * 40**2 + 40**2 * 5)
+    monkeypatch.setattr(validation, "available_memory", lambda device=None: need_40 // 2)
+    _invoke(["match", files["X"], files["Y"], "--method", "faq", "--n-seeds", "5", "--n-query", "10", "--splits",
+             "1", "-p", "low_rank=false"], 0)
+    res = _invoke(["match", files["X"], files["Y"], "--method", "faq", "--seeds", _pairs(files["tmp"]),
+                   "-p", "low_rank=false"], 1)
+    assert "40 x 40 items" in _error(res)
+
+
+@pytest.mark.parametrize("metric, fragment", [
+    ("linear_cka", "Gram blocks"),  # n = 10 < d = 3000: the Gram route
+    ("svcca", "feature-space moments"),  # d x d moments
+    ("rsa", "dissimilarity"),
+])
+def test_similarity_beyond_free_memory_is_refused(files, small_memory, metric, fragment):
+    line = _error(_invoke(["similarity", files["wide"], files["wide"], "--metric", metric], 1))
+    assert fragment in line and "needs about" in line and "only 4.0 KiB" in line
+
+
+def test_enormous_width_names_the_memory_and_the_fix(files, monkeypatch):
+    """(n, d) = (10, 10,000,000) float32 is a 400 MB file; the float64 copies of the Gram route need 1.5 GiB."""
+    monkeypatch.setattr(validation, "available_memory", lambda device=None: 2**30)
+    from align.cli import check_similarity_memory
+
+    with pytest.raises(ValueError, match=r"\(10, 10,000,000\).* needs about 1\.\d GiB but only 1\.0 GiB .*"
+                                         r"reduce the dimensions"):
+        check_similarity_memory("linear_cka", 10, 10_000_000, 10_000_000, {}, None, None)
+    with pytest.raises(MemoryError, match=r"1,000,000 x 1,000,000 items.* TiB"):
+        from align.cli import check_match_memory
+
+        check_match_memory("faq", 1_000_000, 1_000_000, {}, dims=(384, 384))
+
+
+def test_check_memory_unknown_or_sufficient_never_refuses(monkeypatch):
+    monkeypatch.setattr(validation, "available_memory", lambda device=None: None)
+    validation.check_memory(1e30, "anything", "no fix")
+    monkeypatch.setattr(validation, "available_memory", lambda device=None: 100)
+    validation.check_memory(100, "exactly the free memory", "no fix")
+    with pytest.raises(validation.MemoryBudgetError, match="needs about 101 B but only 100 B"):
+        validation.check_memory(101, "one byte more", "no fix")
+
+
+# ---- bad input vs bugs ---------------------------------------------------------------------------------------------
+def _buggy_type_error(path):
+    return None + 1  # a bug, not bad input
+
+
+def _buggy_key_error(path):
+    return {}["missing"]
+
+
+@pytest.mark.parametrize("bug, exc_type", [(_buggy_type_error, TypeError), (_buggy_key_error, KeyError)])
+def test_a_bug_keeps_its_traceback(files, monkeypatch, bug, exc_type):
+    monkeypatch.setattr("align.cli.load_feature_option", bug)
+    result = CliRunner().invoke(main, ["similarity", str(files["X"]), str(files["Y"])])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, exc_type)  # propagated: the console shows the traceback
+    assert not [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+
+
+def test_a_bug_keeps_its_traceback_in_a_real_process(files):
+    import subprocess
+    import sys
+
+    code = ("import align.cli as c\n"
+            "c.load_feature_option = lambda path: None + 1\n"
+            "c.main(['similarity', 'a.npy', 'b.npy'])\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "Traceback" in res.stderr and "TypeError" in res.stderr
+    assert "error: " not in res.stderr.splitlines()[-1]
+
+
+def test_errors_raised_on_purpose_are_told_from_bugs():
+    from align.encoders import load_encoder
+
+    with pytest.raises(TypeError) as info:
+        load_encoder(123)  # the library's own `raise TypeError(...)`
+    assert _raised_on_purpose(info.value)
+    with pytest.raises(TypeError) as info:
+        _buggy_type_error(None)
+    assert not _raised_on_purpose(info.value)
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda: validation.check_array(np.array([["a", "b"]])), "dtype <U1"),
+    (lambda: validation.check_array(np.ones((3, 2), dtype=complex)), "real-valued"),
+    (lambda: validation.check_array("features.npy"), "numpy array or torch tensor"),
+    (lambda: validation.check_rng(np.random.RandomState(0)), "RandomState is not accepted"),
+    (lambda: validation.check_int("k", 2.5), "must be an integer"),
+    (lambda: validation.check_float("alpha", "big"), "must be a real number"),
+    (lambda: validation.check_choice("metric", 3, ["a"]), "must be a string"),
+    (lambda: validation.check_partial_match(np.array([[0.5, 1.0]]), 3, 3), "integer array"),
+    (lambda: __import__("projectors").make_projector("linear", nosuch=1), "unknown parameter"),
+])
+def test_wrong_types_from_the_user_are_value_errors(call, fragment):
+    """Wrong types and dtypes are ValueErrors (InputTypeError is also a TypeError, the codebase's convention)."""
+    with pytest.raises(ValueError, match=fragment) as info:
+        call()
+    assert isinstance(info.value, TypeError) and isinstance(info.value, validation.InputTypeError)
+
+
+def test_integer_and_string_feature_files_at_the_cli(files, tmp_path):
+    np.save(tmp_path / "s.npy", np.array([["a", "b"], ["c", "d"]]))
+    line = _error(_invoke(["retrieve", "--projector", files["proj"], "--x", tmp_path / "s.npy", "--y", files["Y"]], 1))
+    assert "real-valued numeric array" in line
+    line = _error(_invoke(["fit", "--kind", "linear", "--x", tmp_path / "s.npy", "--y", tmp_path / "s.npy",
+                           "--val-fraction", "0", "--out", tmp_path / "p.pt"], 1))
+    assert "dtype" in line
