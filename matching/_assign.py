@@ -25,3 +25,24 @@ def assign(S, seeds: np.ndarray, method: str, *, n_iter: int = 0, converged: boo
     matched = col_ind >= 0
     score = float(S[np.arange(n_x)[matched], col_ind[matched]].sum())
     return MatchResult(col_ind=col_ind, score=score, n_iter=n_iter, converged=converged, method=method, similarity=S)
+
+
+def assign_max_batch(G: np.ndarray) -> tuple[np.ndarray, int]:
+    """Maximum-weight assignment of each square matrix in the batch ``G`` (r, m, m): columns (r, m), LAPs solved.
+
+    Where every row of ``G[k]`` has a strict maximum and these row argmaxes are all distinct, they are the unique
+    optimum (any other assignment leaves some row below its maximum), so scipy's ``linear_sum_assignment`` would
+    return exactly them; it is called only for the other matrices. The check costs O(m^2), a LAP O(m^3).
+    """
+    r, m, _ = G.shape
+    arg = G.argmax(axis=2)
+    top = np.take_along_axis(G, arg[:, :, None], axis=2)
+    strict = (G >= top).sum(axis=2) == 1  # no other entry of the row reaches its maximum (False for NaN rows)
+    hit = np.zeros((r, m), dtype=bool)
+    hit[np.arange(r)[:, None], arg] = True  # m distinct argmaxes hit all m columns
+    unique = strict.all(axis=1) & hit.all(axis=1)
+    cols = arg
+    solve = np.flatnonzero(~unique)
+    for k in solve:
+        cols[k] = linear_sum_assignment(G[k], maximize=True)[1]
+    return cols, len(solve)

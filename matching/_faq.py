@@ -11,6 +11,7 @@ from scipy.optimize import linear_sum_assignment
 from align._validation import (check_array, check_choice, check_float, check_int, check_partial_match, check_rng,
                                is_torch)
 
+from ._assign import assign_max_batch
 from ._result import MatchResult
 
 log = logging.getLogger(__name__)
@@ -105,30 +106,117 @@ class _Blocks:
         """:math:`\\langle A_{22} Q B_{22}^\\top, Q\\rangle` for permutations ``Q[i, cols[i]] = 1``, batch (r, m)."""
         if self.low_rank:
             return (self.Fn.T @ self.Gn[cols]).square().sum(dim=(1, 2))
-        Bq = self.B22[cols[:, :, None], cols[:, None, :]]
+        r, m = cols.shape
+        Bq = self.B22[cols].gather(2, cols[:, None, :].expand(r, m, m))  # B22[c_i, c_k]: a row gather, then columns
         return (self.A22 * Bq).sum(dim=(1, 2))
 
 
-def _sinkhorn_max(grad, reg: float, max_iter: int, tol: float):
-    """Doubly stochastic ``Q`` maximising :math:`\\langle G, Q\\rangle + H(Q)/\\lambda`, batched, log domain.
+def _sinkhorn_max(grad, reg: float, max_iter: int, tol: float, cache_bytes: int = 1 << 22):
+    r"""Doubly stochastic ``Q`` maximising :math:`\langle G, Q\rangle + H(Q)/\lambda`, one per problem of a batch.
 
-    ``lambda = reg / max|G|`` per problem, as in graspologic's ``transport=True`` (GOAT, Saad-Eldin et al. 2021).
+    ``lambda = reg / max|G|`` per problem, as in graspologic's ``transport=True`` (GOAT, Saad-Eldin et al. 2021),
+    which calls POT's ``sinkhorn(1, 1, G, -1 / lambda, stopThr=tol, numItermax=max_iter)``. This is the same
+    Sinkhorn–Knopp iteration (POT's ``sinkhorn_knopp``): ``K = exp(lambda G)``, ``u = v = 1/m``, then
+    ``v = 1 / (K^T u)``, ``u = 1 / (K v)``; every tenth iteration (0, 10, ...) it stops when the column sums of
+    ``diag(u) K diag(v)`` are within ``tol`` (Euclidean norm) of 1. Each problem stops on its own: converged ones
+    leave the batch. ``K`` is built from ``G - max G`` (the same plan: ``v`` absorbs the constant), so its entries
+    lie in :math:`[e^{-2\,\mathrm{reg}}, 1]` and never overflow; a problem whose scalings still leave the floating-
+    point range (``reg`` of several hundred in float64, or float32) is solved again by the same iteration in the
+    log domain (:func:`_sinkhorn_max_log`), where POT would stop at its last finite iterate.
+
+    On CPU the batch is cut into chunks of about ``cache_bytes`` of ``K``: the iteration is two matrix–vector
+    products per step, bound by memory traffic, and a chunk that stays in cache runs several times faster.
     """
+    r, m, _ = grad.shape
+    if grad.device.type != "cpu":
+        return _sinkhorn_knopp(grad, reg, max_iter, tol)
+    step = max(1, cache_bytes // (m * m * grad.element_size()))
+    if step >= r:
+        return _sinkhorn_knopp(grad, reg, max_iter, tol)
+    out = grad.new_empty(grad.shape)
+    for lo in range(0, r, step):
+        out[lo:lo + step] = _sinkhorn_knopp(grad[lo:lo + step], reg, max_iter, tol)
+    return out
+
+
+@np.errstate(all="ignore")  # inf / nan scalings are caught in the loop and solved again in the log domain
+def _sinkhorn_knopp(grad, reg: float, max_iter: int, tol: float):
+    """:func:`_sinkhorn_max` on one chunk."""
     import torch
 
-    scale = grad.abs().amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
-    logK = grad * (reg / scale)
     r, m, _ = grad.shape
-    f = grad.new_zeros((r, m))
-    g = grad.new_zeros((r, m))
+    lam = reg / grad.abs().amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
+    K = torch.exp((grad - grad.amax(dim=(1, 2), keepdim=True)) * lam)
+    out = torch.empty_like(grad)
+    alive = torch.arange(r, device=grad.device)
+    failed = []
+    if grad.device.type == "cpu":  # numpy's batched matrix-vector products are ~5x faster than torch.bmm's on CPU
+        def uK(u, K):
+            return torch.from_numpy(np.matmul(u.numpy()[:, None, :], K.numpy())[:, 0])
+
+        def Kv(K, v):
+            return torch.from_numpy(np.matmul(K.numpy(), v.numpy()[:, :, None])[:, :, 0])
+    else:
+        def uK(u, K):
+            return torch.bmm(u[:, None, :], K)[:, 0]
+
+        def Kv(K, v):
+            return torch.bmm(K, v[:, :, None])[:, :, 0]
+    u = grad.new_full((r, m), 1.0 / m)
+    Ktu = uK(u, K)
     for it in range(max_iter):
-        f = -torch.logsumexp(logK + g[:, None, :], dim=2)
+        v = Ktu.reciprocal()  # 1 / (K^T u)
+        u = Kv(K, v).reciprocal_()  # 1 / (K v)
+        Ktu = uK(u, K)  # the next step's K^T u, and the column sums v * K^T u of this step's plan
+        if it % 10 and it != max_iter - 1:
+            continue
+        ok = (torch.isfinite(u).all(1) & torch.isfinite(v).all(1) & (u > 0).all(1) & (v > 0).all(1))
+        err = torch.linalg.vector_norm(v * Ktu - 1.0, dim=1)
+        leave = ~ok | (err < tol) if it != max_iter - 1 else torch.ones_like(ok)
+        if not bool(leave.any()):
+            continue
+        done = leave & ok
+        if bool(done.any()):
+            out[alive[done]] = u[done][:, :, None] * K[done] * v[done][:, None, :]
+        if not bool(ok.all()):
+            failed.append(alive[~ok])
+        keep = ~leave
+        if not bool(keep.any()):
+            break
+        K, Ktu, alive = K[keep], Ktu[keep], alive[keep]
+    if failed:
+        idx = torch.cat(failed)
+        out[idx] = _sinkhorn_max_log(grad[idx], reg, max_iter, tol)
+    return out
+
+
+def _sinkhorn_max_log(grad, reg: float, max_iter: int, tol: float):
+    """:func:`_sinkhorn_max` in the log domain (the same iterates as ``log u``, ``log v``): the slow, safe fallback."""
+    import torch
+
+    r, m, _ = grad.shape
+    lam = reg / grad.abs().amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
+    logK = grad * lam
+    f = grad.new_full((r, m), -math.log(m))
+    g = grad.new_full((r, m), -math.log(m))
+    out = torch.empty_like(grad)
+    alive = torch.arange(r, device=grad.device)
+    for it in range(max_iter):
         g = -torch.logsumexp(logK + f[:, :, None], dim=1)
-        if it % 10 == 9:
-            rows = torch.exp(logK + f[:, :, None] + g[:, None, :]).sum(dim=2)
-            if float(torch.linalg.vector_norm(rows - 1.0, dim=1).max()) < tol:
+        f = -torch.logsumexp(logK + g[:, None, :], dim=2)
+        if it % 10 and it != max_iter - 1:
+            continue
+        cols = torch.exp(logK + f[:, :, None] + g[:, None, :]).sum(dim=1)
+        leave = torch.linalg.vector_norm(cols - 1.0, dim=1) < tol
+        if it == max_iter - 1:
+            leave[:] = True
+        if bool(leave.any()):
+            out[alive[leave]] = torch.exp(logK[leave] + f[leave][:, :, None] + g[leave][:, None, :])
+            keep = ~leave
+            if not bool(keep.any()):
                 break
-    return torch.exp(logK + f[:, :, None] + g[:, None, :])
+            logK, f, g, alive = logK[keep], f[keep], g[keep], alive[keep]
+    return out
 
 
 def _random_doubly_stochastic(m: int, rng: np.random.Generator, tol: float = 1e-3, max_iter: int = 1000) -> np.ndarray:
@@ -362,6 +450,7 @@ def faq(
         batch_size = max(1, min(n_init, int(1e7 // (m * m))))
 
     best = None  # (score, perm, n_iter, converged)
+    laps = assignments = 0  # LAPs solved by scipy / assignment steps (the others had unique row argmaxes)
     for lo in range(0, n_init, batch_size):
         idx = list(range(lo, min(n_init, lo + batch_size)))
         P = torch.from_numpy(np.stack([start(r) for r in idx])).to(device=dev, dtype=dtype)
@@ -388,7 +477,8 @@ def faq(
                 DD = (Q * Q).sum(dim=(1, 2)) - 2 * (Q * P).sum(dim=(1, 2)) + PP
             else:
                 g_np = grad.detach().cpu().numpy()
-                cols = np.stack([linear_sum_assignment(g, maximize=True)[1] for g in g_np])
+                cols, n_lap = assign_max_batch(g_np)
+                laps, assignments = laps + n_lap, assignments + len(g_np)
                 cols_t = torch.from_numpy(cols).to(dev)[:, :, None]
                 qq = blocks.quad_perm(cols_t[:, :, 0])  # a gather, no product
                 # inner products with the permutation Q are gathers: O(m) each
@@ -457,6 +547,8 @@ def faq(
             log.debug("faq restart %d: score %.6g after %d iterations", r, score, n_iter[k])
 
     score, perm, it_best, conv_best = best
+    if not transport:
+        log.debug("faq: %d of %d assignment steps needed a LAP", laps, assignments)
     if two_opt:
         A_full = (a.dense if a.dense is not None else a.factor @ a.factor.T).detach().cpu().numpy()
         B_full = (b.dense if b.dense is not None else b.factor @ b.factor.T).detach().cpu().numpy()

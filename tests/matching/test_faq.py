@@ -219,3 +219,87 @@ def test_transport_keeps_seeds_and_recovers_planted_directed_graphs(symmetric):
     seeds = np.stack([np.arange(4), perm[:4]], axis=1)
     res = matching.faq(A, planted(A, perm), seeds, transport=True, n_init=3, rng=0)
     np.testing.assert_array_equal(res.col_ind, perm)
+
+
+def _pot_sinkhorn_max(G, reg, tol, max_iter):
+    """graspologic's GOAT step: POT's ``sinkhorn`` with unit marginals and regulariser ``-max|G| / reg``."""
+    ot = pytest.importorskip("ot")
+    m = len(G)
+    lam = reg / np.abs(G).max()
+    return ot.sinkhorn(np.ones(m), np.ones(m), G, -1.0 / lam, stopThr=tol, numItermax=max_iter, warn=False)
+
+
+@pytest.mark.parametrize("m, tol, max_iter", [(5, 0.05, 1000), (23, 0.05, 1000), (40, 1e-9, 1000), (40, 1e-9, 7),
+                                              (31, 0.05, 3)])
+def test_scale_domain_sinkhorn_equals_pots_plan(m, tol, max_iter):
+    torch = pytest.importorskip("torch")
+    from matching._faq import _sinkhorn_max
+
+    rng = np.random.default_rng(m)
+    G = rng.normal(size=(4, m, m)) * np.array([1.0, 10.0, 0.01, 300.0])[:, None, None]  # the scale must not matter
+    ours = _sinkhorn_max(torch.from_numpy(G), 100.0, max_iter, tol).numpy()
+    for k in range(len(G)):
+        np.testing.assert_allclose(ours[k], _pot_sinkhorn_max(G[k], 100.0, tol, max_iter), rtol=0, atol=1e-6)
+
+
+def test_sinkhorn_chunks_and_log_domain_give_the_same_plan():
+    torch = pytest.importorskip("torch")
+    from matching._faq import _sinkhorn_max, _sinkhorn_max_log
+
+    G = torch.from_numpy(np.random.default_rng(0).normal(size=(5, 30, 30)))
+    whole = _sinkhorn_max(G, 10.0, 1000, 1e-6)
+    one_by_one = _sinkhorn_max(G, 10.0, 1000, 1e-6, cache_bytes=1)  # five chunks of one
+    torch.testing.assert_close(one_by_one, whole, rtol=0, atol=1e-12)
+    torch.testing.assert_close(_sinkhorn_max_log(G, 10.0, 1000, 1e-6), whole, rtol=0, atol=1e-9)
+
+
+def test_sinkhorn_falls_back_to_the_log_domain_when_the_scalings_leave_floating_point_range(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from matching import _faq
+
+    G = np.random.default_rng(1).random(size=(3, 20, 20))
+    G[1, 0] = -1.0  # in float32, exp(100 (G - max G)) of this row is exp(-200) = 0: K v = 0 and u = inf
+    calls = []
+    log_domain = _faq._sinkhorn_max_log
+    monkeypatch.setattr(_faq, "_sinkhorn_max_log", lambda g, *a: calls.append(len(g)) or log_domain(g, *a))
+    Q = _faq._sinkhorn_max(torch.from_numpy(G).float(), 100.0, 1000, 0.05).double().numpy()
+    assert calls == [1]  # only problem 1 went to the log domain
+    assert np.isfinite(Q).all()
+    for k in range(3):
+        np.testing.assert_allclose(Q[k], _pot_sinkhorn_max(G[k], 100.0, 0.05, 1000), rtol=0, atol=1e-4)
+
+
+def test_goat_recovers_planted_features_and_graphs_with_few_seeds(paired_features):
+    X, Y = paired_features
+    perm = np.random.default_rng(2).permutation(len(X))
+    Ys = np.empty_like(Y)
+    Ys[perm] = Y
+    seeds = np.stack([np.arange(3), perm[:3]], axis=1)
+    res = matching.match(X, Ys, "faq", seeds, transport=True, n_init=4, rng=0)
+    np.testing.assert_array_equal(res.col_ind, perm)
+    rng = np.random.default_rng(3)
+    A, B = correlated_graphs(80, 0.3, 0.95, rng)
+    gperm = rng.permutation(80)
+    res = matching.faq(A, planted(B, gperm), np.stack([np.arange(4), gperm[:4]], axis=1), transport=True,
+                       n_init=4, rng=0)
+    assert np.mean(res.col_ind == gperm) == 1.0
+
+
+def test_assignment_shortcut_equals_scipy_and_skips_only_unique_optima():
+    from scipy.optimize import linear_sum_assignment
+
+    from matching._assign import assign_max_batch
+
+    rng = np.random.default_rng(4)
+    m = 12
+    G = rng.normal(size=(4, m, m))
+    p = rng.permutation(m)
+    G[0, np.arange(m), p] += 10.0  # strict, distinct row maxima: the unique optimum, no LAP
+    G[1] = G[0]
+    G[1, 0, p[1]] = G[1, 0, p[0]]  # a tie in row 0: the row argmaxes stay distinct, but the optimum may not be unique
+    G[2, :, 0] += 10.0  # every row's maximum in column 0: not an assignment
+    cols, n_lap = assign_max_batch(G.copy())
+    assert n_lap == 3
+    np.testing.assert_array_equal(cols[0], p)
+    for k in range(4):
+        np.testing.assert_array_equal(cols[k], linear_sum_assignment(G[k], maximize=True)[1])
