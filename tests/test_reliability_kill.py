@@ -89,7 +89,7 @@ def _run_config(folder: Path) -> Path:
 
 def _aggregates(out: Path) -> list:
     rows = json.loads((out / "results.json").read_text())["aggregates"]
-    return sorted((json.dumps({k: v for k, v in r.items() if "second" not in k}, sort_keys=True) for r in rows))
+    return sorted(json.dumps({k: v for k, v in r.items() if "second" not in k}, sort_keys=True) for r in rows)
 
 
 def test_sigkill_during_run_resumes_to_the_uninterrupted_result(toy):
