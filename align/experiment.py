@@ -667,9 +667,12 @@ def preflight(cfg: ExperimentConfig, runners: Runners | None, shapes: Mapping[st
                                    f"matching.methods[{i}].params")
 
     if cfg.projectors and runners.make_projector is not None:
-        for i, spec in enumerate(cfg.projectors["kinds"]):
+        p = cfg.projectors
+        n_train = [rows(x) if p["test"] else rows(x) - max(1, round(p["test_fraction"] * rows(x)))
+                   for x, _ in cfg.pairs if rows(x) is not None]
+        for i, spec in enumerate(p["kinds"]):
             for params in spec.combos():
-                _try_fit(runners, spec.name, params, f"projectors.kinds[{i}].params")
+                _try_fit(runners, spec.name, params, f"projectors.kinds[{i}].params", min(n_train, default=None))
 
 
 _TRIED: dict[tuple, str | None] = {}  # stand-in runs already done in this process: key -> error message or None
@@ -698,21 +701,31 @@ def _try_match(runners: Runners, method: str, params: dict, n_seeds: int, dx: in
         raise _fail(key, _TRIED[token])
 
 
-def _try_fit(runners: Runners, kind: str, params: dict, key: str) -> None:
-    """Fit ``kind`` with ``params`` on a random stand-in, wide enough for its dimension parameters (``n_components``,
-    ``out_dim``) and with more rows than columns; without a checkpoint file."""
+def _try_fit(runners: Runners, kind: str, params: dict, key: str, n_train: int | None) -> None:
+    """Fit ``kind`` with ``params`` on a random stand-in without a checkpoint file: wide enough for its dimension
+    parameters (``n_components``, ``out_dim``), with more rows than columns and enough rows for the validation split
+    it asks for (``val_fraction``), but never more rows than the real training set (``n_train``, when known), so a
+    split that the real data cannot fill fails here too; one epoch when ``max_epochs`` is a valid count."""
     import warnings
 
-    token = ("fit", kind, json.dumps(params, sort_keys=True, default=str))
+    token = ("fit", kind, json.dumps(params, sort_keys=True, default=str), n_train)
     if token not in _TRIED:
         sizes = [v for k, v in params.items() if k in _DIM_PARAMS and isinstance(v, int) and not isinstance(v, bool)]
         d = max([8, *sizes])
+        n = 2 * d + 8
+        vf = params.get("val_fraction")
+        if isinstance(vf, float) and 0 < vf < 1:
+            n = max(n, int(np.ceil(4 / vf)))
+        n = n if n_train is None else min(n, n_train)
         trial = {k: v for k, v in params.items() if k != "checkpoint"}
+        epochs = trial.get("max_epochs")
+        if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1:
+            trial["max_epochs"] = 1  # any valid count checks the same; one epoch keeps the check quick
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 proj = runners.make_projector(kind, **trial)
-                proj.fit(_stand_in(2 * d + 8, d, 0, np.float32), _stand_in(2 * d + 8, d, 1, np.float32))
+                proj.fit(_stand_in(n, d, 0, np.float32), _stand_in(n, d, 1, np.float32))
             _TRIED[token] = None
         except (TypeError, ValueError) as exc:
             _TRIED[token] = str(exc).splitlines()[0]
