@@ -40,6 +40,7 @@ def _files(tmp) -> dict[str, str]:
     npy("X1d", X[:, 0])
     npy("X3d", X.reshape(40, 3, 2))
     npy("Xint", rng.integers(0, 5, size=(40, 6)))
+    npy("Xconstint", np.full((40, 6), 3, dtype=np.int64))
     npy("Xempty", np.zeros((0, 6)))
     npy("Xstr", np.array([["a", "b"], ["c", "d"]]))
     npy("X3", X[:3])
@@ -138,6 +139,9 @@ CASES = [
     ("sim-junk-safetensors", "similarity {junk_safetensors} {Y}", 1, "could not be read"),
     ("sim-csv", "similarity {X_csv} {Y}", 1, "unknown suffix"),
     ("sim-small-n", "similarity {X3} {Y3} --metric mutual_knn -p k=10", 1, "k"),
+    ("sim-knn-k-equals-n", "similarity {X3} {Y3} --metric cycle_knn --k 3", 1, "n - 1 = 2"),
+    ("sim-knn-k-zero", "similarity {X} {Y} --metric mutual_knn --k 0", 1, "`k` must be >= 1"),
+    ("sim-int-dtype-ok-but-constant", "similarity {Xconstint} {Y}", 1, "constant"),
     ("sim-cca-small-n", "similarity {X3} {Y3} --metric svcca", 1, "more items than kept dimensions"),
     ("sim-bad-sigma", "similarity {X} {Y} --metric rbf_cka --sigma -1", 1, "sigma"),
     ("sim-bad-param", "similarity {X} {Y} -p nosuch=1", 1, "nosuch"),
@@ -205,6 +209,11 @@ CASES = [
     ("retrieve-positives-range", "retrieve --projector {proj} --x {X} --y {Y} --positives {pos}", 1,
      "must index gallery rows"),
     ("retrieve-not-a-projector", "retrieve --projector {X} --x {X} --y {Y}", 1, "truncated or corrupt"),
+    ("retrieve-ks-beyond-gallery", "retrieve --projector {proj} --x {X} --y {Y} --ks 1,100", 1,
+     "larger than the gallery --y of 40 items"),
+    ("retrieve-ks-zero", "retrieve --projector {proj} --x {X} --y {Y} --ks 0", 2, "positive integers"),
+    ("retrieve-strings", "retrieve --projector {proj} --x {Xstr} --y {Y}", 1, "dtype"),
+    ("retrieve-1d", "retrieve --projector {proj} --x {X1d} --y {Y}", 1, "2-d"),
     # ---- embed
     ("embed-unknown-encoder", "embed --encoder nosuch --dataset text:{lines}", 1, "unknown encoder"),
     ("embed-unknown-prefix", "embed --encoder zzz:thing --dataset text:{lines}", 1, "unknown encoder"),

@@ -90,7 +90,7 @@ def test_zeroshot_top_k_larger_than_the_classes(tmp_path):
 @pytest.mark.parametrize("metric", ["mutual_knn", "cknna", "cycle_knn"])
 def test_knn_metrics_refuse_k_at_least_n(files, metric):
     line = _error(_invoke(["similarity", files["X10"], files["X10"], "--metric", metric, "--k", "10"], 1))
-    assert "at most n - 1 = 9" in line
+    assert "n - 1 = 9" in line
     _invoke(["similarity", files["X10"], files["X10"], "--metric", metric, "--k", "9"], 0)
 
 
