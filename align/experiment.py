@@ -972,7 +972,7 @@ def _run_base_query(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, run
             rank = (S > S[np.arange(q), truth][:, None]).sum(axis=1)  # 0 = the partner ranks first
             recalls.append({str(r): float(np.mean(rank < r)) for r in (1, 5, 10)})
     recall = {r: float(np.mean([x[r] for x in recalls])) for r in recalls[0]} if recalls else None
-    return {"accuracy": float(np.mean(accs)), "accuracies": accs, "recall": recall,
+    return {"accuracy": float(np.mean(accs)), "accuracies": accs, "recall": recall, "recall_splits": recalls or None,
             "seconds": time.perf_counter() - t0}
 
 
@@ -1148,8 +1148,10 @@ def _aggregate(records: list[dict], cfg: ExperimentConfig) -> list[dict]:
         elif task == "matching":
             for r in rs:
                 measures.setdefault("accuracy", []).extend(r["result"]["accuracies"])
-                for k, v in (r["result"].get("recall") or {}).items():
-                    measures.setdefault(f"R@{k}", []).append(float(v))
+                # Recall@k per split where the cell kept them (base/query protocol), else the cell's mean
+                for rec in r["result"].get("recall_splits") or [r["result"].get("recall") or {}]:
+                    for k, v in rec.items():
+                        measures.setdefault(f"R@{k}", []).append(float(v))
         else:
             for r in rs:
                 for direction in ("query_to_gallery", "gallery_to_query"):
