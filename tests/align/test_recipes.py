@@ -244,3 +244,22 @@ def test_recipe_runs_end_to_end_on_tiny_local_models(recipe, tiny_models, small_
         elif cell["task"] == "projectors":
             assert r["n_test"] == 10 and 0 <= r["retrieval"]["query_to_gallery"]["R@1"] <= 1
     assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_caption_files_of_the_recipes_resolve_their_images(small_data):
+    """captions: reads COCO 2017 and NoCaps validation JSON (COCO format) and the Karpathy split with image paths."""
+    from align.data import load_dataset
+
+    coco = load_dataset(f"captions:{small_data}/coco/annotations/captions_val2017.json",
+                        image_root=str(small_data / "coco" / "val2017"))
+    nocaps = load_dataset(f"captions:{small_data}/nocaps/nocaps_val_4500_captions.json",
+                          image_root=str(small_data / "nocaps" / "images"))
+    karpathy = load_dataset(f"captions:{small_data}/coco/dataset_coco.json", split="test",
+                            image_root=str(small_data / "coco"))
+    assert (len(coco), coco.n_captions, coco.format) == (12, 60, "coco")
+    assert (len(nocaps), nocaps.n_captions, nocaps.format) == (10, 100, "coco")
+    assert (len(karpathy), karpathy.n_captions, karpathy.format) == (10, 50, "karpathy")  # the 3 train images dropped
+    assert karpathy.ids[0] == "val2014/COCO_val2014_000000000000.jpg"
+    for ds in (coco, nocaps, karpathy):
+        assert all(ds.image_path(i).is_file() for i in range(len(ds)))
+        assert ds.get(0, "image").size == (16, 12)
