@@ -1,20 +1,41 @@
-"""Kernel (Gram-matrix) route of CKA, in row blocks: RBF CKA, and linear CKA when n is smaller than the dimension.
+"""Kernel (Gram-matrix) route of CKA: RBF CKA (biased and unbiased), and linear CKA when n is smaller than d.
 
-For a block of rows :math:`B` the engine builds :math:`K_{B,:}` and :math:`L_{B,:}` (two ``b × n`` blocks, never an
-``n × n`` matrix) and accumulates
+Both estimators follow from a few sums over the two ``n × n`` kernel matrices K (of X) and L (of Y),
 
 .. math::
     \\langle K, L \\rangle_F, \\; \\langle K, K \\rangle_F, \\; \\langle L, L \\rangle_F, \\; K 1, \\; L 1,
     \\; \\operatorname{diag} K, \\; \\operatorname{diag} L,
 
-from which both estimators follow without an ``n × n`` centring matrix:
+with no centring matrix and without centring either kernel:
 
 .. math::
     \\operatorname{tr}(K H L H) = \\langle K, L \\rangle - \\tfrac{2}{n} (K1)^\\top (L1)
         + \\tfrac{1}{n^2} (1^\\top K 1)(1^\\top L 1),
 
 and Song et al.'s (2012) unbiased HSIC with :math:`\\tilde K = K - \\operatorname{diag}(K)`.
-Cost :math:`O(n^2 (d_x + d_y))` time, :math:`O(b n)` memory.
+
+Two routes to those sums, both in float64:
+
+* **whole matrices** when no ``batch_size`` is given and both fit in ``FULL_BYTES`` (n up to about 4,000): one
+  ``Z Z^T`` per side (BLAS ``syrk`` on CPU, half a GEMM), the squared distances formed in place, the median
+  bandwidth selected from them, the kernel exponentiated in place. Memory: the two ``n × n`` matrices.
+* **square tiles** of ``TILE`` (or ``batch_size``) rows otherwise. Only tiles on or above the diagonal are built (K is
+  symmetric, so an off-diagonal tile counts twice), each as a single GEMM of rows augmented with their squared norms,
+  so that the tile *is* the exponent :math:`-\\|z_i - z_j\\|^2 / (2\\sigma^2)`; ``exp`` then runs in place on the
+  same buffer. Memory: two tiles. Time: :math:`n^2 (d_x + d_y)` multiply-adds (half of the full products).
+
+On CPU the engine runs on numpy views of the float64 tensors (numpy's float64 ``exp`` is about twice as fast as
+torch's, and ``Z @ Z.T`` runs ``syrk``); on other devices the same code runs on torch tensors.
+
+The median bandwidth (Kornblith et al.'s convention: the median of the full squared-distance matrix, zero diagonal
+included) is found exactly. The whole-matrix route brackets the median with a sample of entries and selects inside
+the bracket (``np.partition`` on a few percent of the entries). The tiled route brackets it with a sample of pairs,
+then makes **one float32 pass** over the upper triangle: each float32 squared distance is within a proven bound
+:math:`\\delta` of the float64 value (see :func:`float32_sq_dist_bound`), so it counts what lies certainly below the
+bracket, keeps what lies in it, and recomputes in float64 only the few pairs within :math:`2\\delta` of the median's
+float32 estimate. Should the sample miss (probability about 1e-6 per side) or the bound leave too many pairs
+undecided, a float64 pass and, last, histogram refinement (:func:`offdiag_order_statistics`) give the same exact
+value, only slower.
 """
 from __future__ import annotations
 
@@ -25,17 +46,43 @@ from typing import Any
 
 import numpy as np
 
-from ._common import iter_chunks, load64, scan
+from ._common import iter_chunks, load64, ops_for
 from ._moments import cka_ratio
 
-# Bytes of the two kernel blocks (plus temporaries) held at once.
+# Bytes of one block of kernel rows held at once by the row-block engines (k-NN, RSA) and the refinement fallback.
 BLOCK_BYTES = 128 * 2**20
+# Both whole n × n float64 kernel matrices are held at once when they fit here (n <= 4,096) and batch_size is None.
+FULL_BYTES = 256 * 2**20
+# Rows (= columns) of a square tile of the tiled route: two float64 tiles of 512 × 512 are 4 MB, in cache.
+TILE = 512
+# Unit roundoff of float32 (round to nearest).
+U32 = 2.0**-24
+
+# The bracket of the median: the sample quantiles at q ± Z_BRACKET standard errors (misses with probability ~1e-6).
+Z_BRACKET = 5.0
+# Target number of entries kept inside the bracket by the tiled pass, and the cap past which the pass gives up.
+KEEP_TARGET = 3_000_000
+KEEP_CAP = 12_000_000
+# Pairs recomputed in float64 around the float32 estimate of an order statistic, at most.
+RECOMPUTE_CAP = 200_000
 
 
 def block_rows(n: int, batch_size: int | None) -> int:
+    """Rows of one ``b × n`` block of kernel rows (the row-block engines of k-NN and RSA)."""
     if batch_size is not None:
         return batch_size
     return int(max(1, min(n, BLOCK_BYTES // (8 * 4 * max(n, 1)))))
+
+
+def _rng():
+    """The sampling that brackets a median only decides how fast the exact value is found, never the value; a fixed
+    seed keeps the run time reproducible."""
+    return np.random.default_rng(0x5EED)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The sums
+# --------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -74,57 +121,99 @@ class GramSums:
         )
 
 
-def gram_sums(kx: Callable, ky: Callable, n: int, device, batch_size: int | None) -> GramSums:
-    """Accumulate the sums above from block functions ``kx(start, stop) -> (b, n)`` kernel rows."""
-    import torch
+def full_sums(K, L, ops) -> GramSums:
+    """The sums from two whole kernel matrices."""
+    return GramSums(n=K.shape[0], kl=ops.vdot(K, L), kk=ops.vdot(K, K), ll=ops.vdot(L, L), k1=K.sum(1),
+                    l1=L.sum(1), dk=ops.diag(K), dl=ops.diag(L))
 
-    f64 = {"dtype": torch.float64, "device": device}
-    k1, l1, dk, dl = (torch.zeros(n, **f64) for _ in range(4))
+
+def tiled_sums(tile_x: Callable, tile_y: Callable, n: int, ops, size: int) -> GramSums:
+    """The sums from square tiles on and above the diagonal; ``tile_x(s0, e0, s1, e1, out)`` fills ``out`` with
+    ``K[s0:e0, s1:e1]`` and returns it. An off-diagonal tile stands for itself and its transpose."""
+    blocks = list(iter_chunks(n, size))
+    bx, by = ops.empty(size * size, ops.f64), ops.empty(size * size, ops.f64)
+    k1, l1, dk, dl = ops.zeros(n), ops.zeros(n), ops.zeros(n), ops.zeros(n)
     kl = kk = ll = 0.0
-    for s, e in iter_chunks(n, block_rows(n, batch_size)):
-        K = kx(s, e)
-        L = ky(s, e)
-        kl += float((K * L).sum())
-        kk += float((K * K).sum())
-        ll += float((L * L).sum())
-        k1[s:e] = K.sum(1)
-        l1[s:e] = L.sum(1)
-        idx = torch.arange(e - s, device=device)
-        dk[s:e] = K[idx, idx + s]
-        dl[s:e] = L[idx, idx + s]
-        del K, L
+    for a, (s0, e0) in enumerate(blocks):
+        for s1, e1 in blocks[a:]:
+            h, w = e0 - s0, e1 - s1
+            K = tile_x(s0, e0, s1, e1, bx[: h * w].reshape(h, w))
+            L = tile_y(s0, e0, s1, e1, by[: h * w].reshape(h, w))
+            weight = 1.0 if s0 == s1 else 2.0
+            kl += weight * ops.vdot(K, L)
+            kk += weight * ops.vdot(K, K)
+            ll += weight * ops.vdot(L, L)
+            k1[s0:e0] += K.sum(1)
+            l1[s0:e0] += L.sum(1)
+            if s0 == s1:
+                dk[s0:e0] = ops.diag(K)
+                dl[s0:e0] = ops.diag(L)
+            else:
+                k1[s1:e1] += K.sum(0)
+                l1[s1:e1] += L.sum(0)
     return GramSums(n=n, kl=kl, kk=kk, ll=ll, k1=k1, l1=l1, dk=dk, dl=dl)
 
 
-def linear_block(Z):
-    """Kernel rows of the linear kernel on the centred rows ``Z``."""
-    return lambda s, e: Z[s:e] @ Z.T
+def full_fits(n: int, batch_size: int | None) -> bool:
+    """Whether the whole-matrix route applies: no ``batch_size`` asked for and two n × n float64 matrices fit."""
+    return batch_size is None and 2 * 8 * n * n <= FULL_BYTES
 
 
-def rbf_block(Z, sq, sigma: float):
-    """Kernel rows of :math:`\\exp(-\\|z_i - z_j\\|^2 / (2 \\sigma^2))`; ``sq`` holds the squared row norms."""
-    import torch
-
-    def block(s, e):
-        d2 = sq_dist_block(Z, sq, s, e)
-        return torch.exp_(d2.mul_(-1.0 / (2.0 * sigma * sigma)))
-
-    return block
+def tile_size(n: int, batch_size: int | None) -> int:
+    return max(1, min(n, batch_size if batch_size is not None else TILE))
 
 
-def sq_dist_block(Z, sq, s, e):
-    """Squared distances of rows ``s:e`` to all rows, clamped at 0, with an exact zero diagonal."""
-    import torch
+def linear_tile(z, ops):
+    def tile(s0, e0, s1, e1, out):
+        return ops.mm(z[s0:e0], z[s1:e1], out)
 
-    d2 = sq[s:e, None] + sq[None, :] - 2.0 * (Z[s:e] @ Z.T)
-    d2.clamp_(min=0.0)
-    idx = torch.arange(e - s, device=Z.device)
-    d2[idx, idx + s] = 0.0
-    return d2
+    return tile
 
 
-def centred(X, device, batch_size):
-    Z = load64(X, device, batch_size)
+def augmented(z, sq, ops, *, scale: float = 1.0, dtype=None):
+    """Rows ``[z_i, |z_i|^2, 1]`` and ``scale * [-2 z_j, 1, |z_j|^2]``: their inner product is
+    ``scale * |z_i - z_j|^2`` (one GEMM gives a tile of squared distances, or of RBF exponents)."""
+    n, d = z.shape
+    a, b = ops.empty((n, d + 2), ops.f64), ops.empty((n, d + 2), ops.f64)
+    a[:, :d] = z
+    a[:, d] = sq
+    a[:, d + 1] = 1.0
+    b[:, :d] = z
+    b[:, :d] *= -2.0 * scale
+    b[:, d] = scale
+    b[:, d + 1] = sq
+    b[:, d + 1] *= scale
+    if dtype is not None and dtype != ops.f64:
+        a, b = ops.astype(a, dtype), ops.astype(b, dtype)
+    return a, b
+
+
+def rbf_tile(z, sq, sigma: float, ops):
+    """Tiles of :math:`\\exp(-\\|z_i - z_j\\|^2 / (2 \\sigma^2))`: one GEMM gives the exponent, ``exp`` in place."""
+    a, b = augmented(z, sq, ops, scale=-1.0 / (2.0 * sigma * sigma))
+
+    def tile(s0, e0, s1, e1, out):
+        ops.mm(a[s0:e0], b[s1:e1], out)
+        if s0 == s1:
+            ops.fill_diag(out, 0.0)  # exactly exp(0) = 1 on the diagonal
+        return ops.exp_(out)
+
+    return tile
+
+
+def full_sq_dist(z, sq, ops):
+    """The whole ``n × n`` matrix of squared distances (diagonal exactly 0; off-diagonal entries of near-duplicate
+    rows may round to about -1e-16 |z|^2, which order statistics and ``exp`` tolerate)."""
+    D = ops.gram(z)
+    D *= -2.0
+    D += sq[:, None]
+    D += sq[None, :]
+    ops.fill_diag(D, 0.0)
+    return D
+
+
+def centred(X, device, batch_size, *, check: str | None = None):
+    Z = load64(X, device, batch_size, check=check)
     Z -= Z.mean(0)
     return Z
 
@@ -135,26 +224,243 @@ def cka_from_gram(g: GramSums, unbiased: bool) -> float:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Bandwidth: the median heuristic over all pairs, exactly, in bounded memory.
+# Bandwidth: the median heuristic over all pairs, exactly.
 # --------------------------------------------------------------------------------------------------------------
+
+
+def _bracket(sample: np.ndarray, quantiles: list[float], z: float | None = None) -> tuple[float, float]:
+    """``[lo, hi]`` that holds the population quantiles ``quantiles`` unless the sample is off by more than ``z``
+    (default ``Z_BRACKET``) standard errors; infinite ends where the sample cannot say."""
+    z = Z_BRACKET if z is None else z
+    m = sample.size
+    q0, q1 = min(quantiles), max(quantiles)
+    se = z * math.sqrt(max(q0 * (1 - q0), q1 * (1 - q1), 1.0 / m) * m)
+    i_lo, i_hi = math.floor(q0 * m - se) - 1, math.ceil(q1 * m + se) + 1
+    keep = [i for i in (i_lo, i_hi) if 0 <= i < m]
+    part = np.partition(sample, keep) if keep else sample
+    lo = float(part[i_lo]) if 0 <= i_lo < m else -math.inf
+    hi = float(part[i_hi]) if 0 <= i_hi < m else math.inf
+    return lo, hi
+
+
+def full_order_statistics(D, positions: list[int], ops, *, sample_size: int = 20_000) -> list[float]:
+    """Values at 0-based ``positions`` of the sorted entries of the whole matrix ``D``, clamped at 0: a sampled
+    bracket, one counting pass, and a partition of the entries inside it (a full partition if the sample missed)."""
+    flat = D.reshape(-1)
+    total = flat.shape[0]
+    rng = _rng()
+    idx = rng.integers(0, total, size=min(total, sample_size))
+    sample = np.asarray(ops.to_numpy(flat[ops.index(idx, flat)]), dtype=np.float64)
+    lo, hi = _bracket(sample, [(p + 0.5) / total for p in positions])
+    below = ops.count(flat < lo)
+    inside = flat[(flat >= lo) & (flat <= hi)]
+    local = [p - below for p in positions]
+    if all(0 <= t < inside.shape[0] for t in local):
+        values = ops.kth(inside, local)
+    else:
+        values = ops.kth(flat, positions)
+    # Clamping is monotone, so the order statistics of the clamped matrix are the clamped order statistics.
+    return [max(0.0, v) for v in values]
+
+
+def median_of_full(D, ops) -> float:
+    """``np.median`` of the whole (clamped) squared-distance matrix ``D``."""
+    total = D.shape[0] * D.shape[1]
+    positions = [total // 2] if total % 2 else [total // 2 - 1, total // 2]
+    return float(np.mean(full_order_statistics(D, positions, ops)))
+
+
+def float32_sq_dist_bound(d: int, max_sq_norm: float) -> float:
+    """A bound on ``|f - D_ij|`` for every squared distance ``f`` computed by :func:`augmented` rows in float32
+    (one float32 GEMM), against the exact ``D_ij``.
+
+    With :math:`a_i = [z_i, s_i, 1]`, :math:`b_j = [-2 z_j, 1, s_j]` (:math:`s = |z|^2`), rounding each entry to
+    float32 perturbs it by at most :math:`u |\\cdot|` (:math:`u = 2^{-24}`), and a float32 dot product of
+    :math:`D = d + 2` terms in any order (blocked, FMA) errs by at most :math:`\\gamma_D \\sum_k |a_{ik} b_{jk}|`,
+    :math:`\\gamma_D = D u / (1 - D u)` (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1). With
+    :math:`\\sum_k |a_{ik} b_{jk}| \\le 2|z_i||z_j| + s_i + s_j = (|z_i| + |z_j|)^2 \\le 4 \\max s`:
+
+    .. math:: |f - D_{ij}| \\le (\\gamma_D (1 + u)^2 + 2u + u^2) \\cdot 4 \\max_i s_i \\le 1.01 (d + 5) u \\cdot
+        4 \\max_i s_i.
+
+    Entries that underflow to float32 subnormals err by at most :math:`2^{-149}` each, which the 1 % margin covers
+    when the rows are first scaled by a power of two to :math:`\\max |z| \\le 1` (the caller does).
+    """
+    return 1.01 * (d + 5) * U32 * 4.0 * max_sq_norm
+
+
+def float32_rows(z, sq, ops):
+    """float32 :func:`augmented` rows of ``z`` scaled by a power of two to ``max |z| < 1`` (exactly), the squared
+    scale, and the bound of :func:`float32_sq_dist_bound` in scaled units: ``a[i] @ b[j]`` (one float32 GEMM) is
+    within ``delta`` of ``scale2 * |z_i - z_j|^2``."""
+    max_sq = float(sq.max())
+    e = math.frexp(math.sqrt(max_sq))[1] if max_sq > 0 else 0  # max|z| < 2**e
+    scale2 = math.ldexp(1.0, -2 * e)  # (2**-e)**2: exact
+    zs, sqs = z * math.ldexp(1.0, -e), sq * scale2
+    a, b = augmented(zs, sqs, ops, dtype=ops.f32)
+    return a, b, scale2, float32_sq_dist_bound(z.shape[1], float(sqs.max()))
+
+
+def _sample_pairs(z, sq, m: int, rng, ops) -> np.ndarray:
+    """Squared distances of ``m`` pairs ``i != j`` drawn uniformly (with replacement), as float64 numpy, from
+    float32 copies of the rows (half the memory traffic of the gathers; a bracket needs no more precision)."""
+    n = z.shape[0]
+    i = rng.integers(0, n, size=m)
+    j = rng.integers(0, n - 1, size=m)
+    j += j >= i
+    z32 = ops.astype(z, ops.f32)
+    out = np.empty(m)
+    for s, e in iter_chunks(m, 1024):  # small gathers stay in cache
+        ii, jj = ops.index(i[s:e], z), ops.index(j[s:e], z)
+        v = sq[ii] + sq[jj] - 2.0 * ops.astype(ops.rowdot(z32[ii], z32[jj]), ops.f64)
+        out[s:e] = ops.to_numpy(v)
+    return out
+
+
+def _bracket_pass(z, sq, lo: float, hi: float, ops, size: int, *, low_precision: bool):
+    """One pass over the upper triangle (``i < j``): the number of squared distances certainly below ``lo``, and the
+    values and flat indices ``i * n + j`` of those that may lie in ``[lo, hi]``; None if more than ``KEEP_CAP``.
+
+    ``low_precision``: one float32 GEMM per tile, on rows scaled by a power of two (exact) to ``max |z| <= 1``; a
+    value ``f`` then lies within ``delta`` (returned, in the caller's units) of the float64 one. Otherwise float64
+    tiles and ``delta = 0``.
+    """
+    n = z.shape[0]
+    if low_precision:
+        a, b, scale2, delta_s = float32_rows(z, sq, ops)
+        buf = ops.empty(size * size, ops.f32)
+    else:
+        scale2, delta_s = 1.0, 0.0
+        a, b = augmented(z, sq, ops)
+        buf = ops.empty(size * size, ops.f64)
+    lo_s, hi_s = lo * scale2 - delta_s, hi * scale2 + delta_s
+    below, values, where, kept = 0, [], [], 0
+    blocks = list(iter_chunks(n, size))
+    for k, (s0, e0) in enumerate(blocks):
+        for s1, e1 in blocks[k:]:
+            h, w = e0 - s0, e1 - s1
+            T = ops.mm(a[s0:e0], b[s1:e1], buf[: h * w].reshape(h, w))
+            if s0 == s1:  # keep the strict upper triangle only: NaN fails every comparison below
+                r = np.arange(h)
+                T[ops.index(r[:, None] >= r[None, :], T)] = math.nan
+            below += ops.count(T < lo_s)
+            flat = ops.flatnonzero((T >= lo_s) & (T <= hi_s))
+            kept += int(flat.shape[0])
+            if kept > KEEP_CAP:
+                return None
+            values.append(T.reshape(-1)[flat])
+            where.append((flat // w + s0) * n + (flat % w + s1))
+    v = ops.cat(values, ops.f32 if low_precision else ops.f64)
+    v = ops.astype(v, ops.f64) / scale2  # exact: scale2 is a power of two
+    return below, v, ops.cat(where, ops.i64), delta_s / scale2
+
+
+def _exact_sq_dist(z, sq, pairs, ops):
+    """float64 squared distances of the pairs with flat indices ``i * n + j``, in cache-sized gathers."""
+    n = z.shape[0]
+    i, j = pairs // n, pairs % n
+    out = ops.empty(pairs.shape[0], ops.f64)
+    for s, e in iter_chunks(int(pairs.shape[0]), 1024):
+        ii, jj = i[s:e], j[s:e]
+        out[s:e] = sq[ii] + sq[jj] - 2.0 * ops.rowdot(z[ii], z[jj])
+    return out
+
+
+def _resolve(z, sq, rank: int, below: int, v, where, delta: float, lo: float, hi: float, ops):
+    """The exact order statistic ``rank`` of the upper-triangle squared distances from one bracket pass, or None
+    (with the reason) when this pass cannot decide it."""
+    t = rank - below
+    if not 0 <= t < v.shape[0]:
+        return None, "miss"
+    vstar = ops.kth(v, [t])[0]  # the float32 order statistic; the exact one lies within delta of it
+    if delta == 0.0:
+        return vstar, "ok"
+    if not (lo + delta <= vstar <= hi - delta):
+        return None, "miss"
+    near = ops.flatnonzero((v >= vstar - 2 * delta) & (v <= vstar + 2 * delta))
+    if near.shape[0] > RECOMPUTE_CAP:
+        return None, "undecided"
+    exact = _exact_sq_dist(z, sq, where[near], ops)
+    lower = below + ops.count(v < vstar - 2 * delta) + ops.count(exact < vstar - delta)
+    inside = exact[(exact >= vstar - delta) & (exact <= vstar + delta)]
+    k = rank - lower
+    if not 0 <= k < inside.shape[0]:  # cannot happen while the bound holds; fall back rather than guess
+        return None, "undecided"
+    return ops.kth(inside, [k])[0], "ok"
+
+
+def offdiag_order_statistics_sampled(z, sq, ranks: list[int], ops, size: int, *, low_precision: bool = True,
+                                     sample_size: int | None = None) -> tuple[list[float] | None, str]:
+    """Order statistics ``ranks`` (0-based) of the ``n (n - 1) / 2`` distinct-pair squared distances by a sampled
+    bracket and one pass (float32 with the proven bound when ``low_precision``, then float64 if needed); returns
+    ``(values, route)`` with ``values`` None when the bracket missed (the caller then refines)."""
+    n = z.shape[0]
+    total = n * (n - 1) // 2
+    if sample_size is None:  # enough pairs that about KEEP_TARGET entries fall in the bracket
+        sample_size = int(min(2_000_000, max(20_000, (total * Z_BRACKET / KEEP_TARGET) ** 2)))
+    sample = _sample_pairs(z, sq, min(sample_size, max(total, 1)), _rng(), ops)
+    lo, hi = _bracket(sample, [(r + 0.5) / total for r in ranks])
+    for low in ((True, False) if low_precision else (False,)):
+        res = _bracket_pass(z, sq, lo, hi, ops, size, low_precision=low)
+        if res is None:
+            return None, "overflow"
+        below, v, where, delta = res
+        out, why = [], "ok"
+        for r in ranks:
+            value, why = _resolve(z, sq, r, below, v, where, delta, lo, hi, ops)
+            if value is None:
+                break
+            out.append(value)
+        if why == "ok":
+            return out, "float32" if low else "float64"
+        if why == "miss":
+            return None, "miss"
+    return None, why
 
 
 def median_sq_distance(Z, sq, *, batch_size: int | None, cap: int = 4_000_000, bins: int = 4096) -> float:
     """``np.median`` of the full ``n × n`` squared-distance matrix, diagonal zeros included (Kornblith et al.'s
-    convention: ``sigma = sqrt(median)``), found exactly without holding the matrix.
+    convention: ``sigma = sqrt(median)``), found exactly without holding the matrix, by histogram refinement.
 
     The n zeros of the diagonal come first in sorted order and every off-diagonal value appears twice, so the
     full-matrix order statistic at position p is 0 for p < n and else the off-diagonal one of rank (p - n) // 2;
     those are found by histogram refinement over row blocks (each pass costs half a sweep of distances: the upper
-    triangle only; one pass when n (n - 1) / 2 <= cap, typically two otherwise).
+    triangle only; one pass when n (n - 1) / 2 <= cap, typically two otherwise). The fallback of
+    :func:`median_sq_distance_tiled`.
     """
-    n = Z.shape[0]
+    return _median_from_offdiag(Z.shape[0], lambda ranks: offdiag_order_statistics(
+        Z, sq, ranks, batch_size=batch_size, cap=cap, bins=bins))
+
+
+def _median_from_offdiag(n: int, solve: Callable) -> float:
     total = n * n
     positions = [total // 2] if total % 2 else [total // 2 - 1, total // 2]
-    ranks = [(p - n) // 2 for p in positions if p >= n]
-    found = offdiag_order_statistics(Z, sq, ranks, batch_size=batch_size, cap=cap, bins=bins) if ranks else []
-    values = [0.0 if p < n else found[ranks.index((p - n) // 2)] for p in positions]
-    return float(np.mean(values))
+    ranks = sorted({(p - n) // 2 for p in positions if p >= n})
+    found = dict(zip(ranks, solve(ranks))) if ranks else {}
+    # clamping is monotone: the clamped matrix's order statistics are the clamped ones
+    return float(np.mean([0.0 if p < n else max(0.0, found[(p - n) // 2]) for p in positions]))
+
+
+def median_sq_distance_tiled(Z, sq, ops, size: int, *, low_precision: bool | None = None) -> tuple[float, str]:
+    """The median of :func:`median_sq_distance` from a sampled bracket and one (float32) pass over the upper
+    triangle; falls back to refinement when the bracket misses. Returns the value and the route that decided it.
+
+    ``low_precision`` (default: on CPU only, where numpy's float32 GEMM is plain IEEE float32; a GPU may run float32
+    products in TF32, which the bound does not cover) allows the float32 pass."""
+    if low_precision is None:
+        low_precision = ops.is_numpy
+    z, s = ops.wrap(Z), ops.wrap(sq)
+    route = {}
+
+    def solve(ranks):
+        values, route["how"] = offdiag_order_statistics_sampled(z, s, ranks, ops, size, low_precision=low_precision)
+        if values is None:
+            route["how"] = "refinement"
+            values = offdiag_order_statistics(Z, sq, ranks, batch_size=size, cap=4_000_000, bins=4096)
+        return values
+
+    value = _median_from_offdiag(Z.shape[0], solve)
+    return value, route.get("how", "diagonal")
 
 
 def offdiag_order_statistic(Z, sq, rank: int, *, batch_size: int | None, cap: int, bins: int) -> float:
@@ -163,14 +469,14 @@ def offdiag_order_statistic(Z, sq, rank: int, *, batch_size: int | None, cap: in
 
 
 def offdiag_order_statistics(Z, sq, ranks, *, batch_size: int | None, cap: int, bins: int) -> list[float]:
-    """Several order statistics of the distinct-pair squared distances; ranks whose search interval coincides
-    (neighbouring ranks, as for an even-count median) share every pass."""
+    """Several order statistics of the distinct-pair squared distances by histogram refinement (torch tensors);
+    ranks whose search interval coincides (neighbouring ranks, as for an even-count median) share every pass."""
     import torch
 
     n = Z.shape[0]
     device = Z.device
     rows = block_rows(n, batch_size)
-    hi0 = 4.0 * float(sq.max()) * (1 + 1e-9) + 1e-300  # |z_i - z_j|^2 <= 4 max |z|^2 (Z is centred)
+    hi0 = 4.0 * float(sq.max()) * (1 + 1e-9) + 1e-300  # |z_i - z_j|^2 <= (|z_i| + |z_j|)^2 <= 4 max |z|^2
     pending = {r: (0.0, hi0, r, n * (n - 1) // 2) for r in set(ranks)}  # rank -> (lo, hi, rank in [lo, hi), count)
     out: dict[int, float] = {}
     while pending:
@@ -211,44 +517,101 @@ def offdiag_order_statistics(Z, sq, ranks, *, batch_size: int | None, cap: int, 
     return [out[r] for r in ranks]
 
 
-def resolve_sigma(sigma: Any, Z, sq, *, median_scale: float, batch_size, name: str) -> tuple[float, str]:
-    """The bandwidth actually used and the rule that gave it."""
+def sq_dist_block(Z, sq, s, e):
+    """Squared distances of rows ``s:e`` to all rows (torch), clamped at 0, with an exact zero diagonal."""
+    import torch
+
+    d2 = sq[s:e, None] + sq[None, :] - 2.0 * (Z[s:e] @ Z.T)
+    d2.clamp_(min=0.0)
+    idx = torch.arange(e - s, device=Z.device)
+    d2[idx, idx + s] = 0.0
+    return d2
+
+
+def _zero_median_error(name: str) -> ValueError:
+    return ValueError(
+        f"the median squared distance between rows of `{name}` is 0 (more than half of the pairs are "
+        "duplicates), so the median bandwidth is 0; pass an explicit `sigma`"
+    )
+
+
+def _sigma_rule(sigma: Any, median_scale: float, median: Callable, name: str) -> tuple[float, str]:
+    """The bandwidth actually used and the rule that gave it; ``median()`` is only called for ``"median"``."""
     if sigma == "median":
-        med = median_sq_distance(Z, sq, batch_size=batch_size)
+        med = median()
         if med <= 0:
-            raise ValueError(
-                f"the median squared distance between rows of `{name}` is 0 (more than half of the pairs are "
-                "duplicates), so the median bandwidth is 0; pass an explicit `sigma`"
-            )
+            raise _zero_median_error(name)
         return median_scale * math.sqrt(med), "median"
     if sigma == "platonic":
         return 1.0, "platonic"
     return float(sigma), "fixed"
 
 
+def resolve_sigma(sigma: Any, Z, sq, *, median_scale: float, batch_size, name: str) -> tuple[float, str]:
+    """The bandwidth for ``Z`` (tiled route)."""
+    ops = ops_for(Z.device)
+    return _sigma_rule(sigma, median_scale, lambda: median_sq_distance_tiled(
+        Z, sq, ops, tile_size(Z.shape[0], batch_size))[0], name)
+
+
+def _prepare(X, Y, device, batch_size):
+    """Both inputs as centred float64 tensors, checked (finite, not constant) while they are read."""
+    return centred(X, device, batch_size, check="X"), centred(Y, device, batch_size, check="Y")
+
+
 def rbf_cka_value(X, Y, device, *, sigma, median_scale, unbiased, batch_size) -> tuple[float, dict]:
-    scan(X, "X", device, batch_size)
-    scan(Y, "Y", device, batch_size)
-    Zx = centred(X, device, batch_size)
-    Zy = centred(Y, device, batch_size)
-    sqx, sqy = (Zx * Zx).sum(1), (Zy * Zy).sum(1)
-    sig_x, rule = resolve_sigma(sigma, Zx, sqx, median_scale=median_scale, batch_size=batch_size, name="X")
-    sig_y, _ = resolve_sigma(sigma, Zy, sqy, median_scale=median_scale, batch_size=batch_size, name="Y")
-    g = gram_sums(rbf_block(Zx, sqx, sig_x), rbf_block(Zy, sqy, sig_y), Zx.shape[0], device, batch_size)
+    Zx, Zy = _prepare(X, Y, device, batch_size)
+    n = Zx.shape[0]
+    ops = ops_for(Zx.device)
+    zx, zy = ops.wrap(Zx), ops.wrap(Zy)
+    sqx, sqy = ops.rowdot(zx, zx), ops.rowdot(zy, zy)
+    if full_fits(n, batch_size):
+        kernels, sigmas = [], []
+        for z, sq, name in ((zx, sqx, "X"), (zy, sqy, "Y")):
+            D = full_sq_dist(z, sq, ops)
+            sig, rule = _sigma_rule(sigma, median_scale, lambda D=D: median_of_full(D, ops), name)
+            D *= -1.0 / (2.0 * sig * sig)
+            kernels.append(ops.exp_(D))  # in place: D becomes the kernel matrix
+            sigmas.append(sig)
+        g = full_sums(*kernels, ops)
+        del kernels, D
+        route = "whole"
+    else:
+        size = tile_size(n, batch_size)
+        sig_x, rule = resolve_sigma(sigma, Zx, _as_tensor(sqx, Zx), median_scale=median_scale,
+                                    batch_size=batch_size, name="X")
+        sig_y, _ = resolve_sigma(sigma, Zy, _as_tensor(sqy, Zy), median_scale=median_scale,
+                                 batch_size=batch_size, name="Y")
+        sigmas = [sig_x, sig_y]
+        g = tiled_sums(rbf_tile(zx, sqx, sig_x, ops), rbf_tile(zy, sqy, sig_y, ops), n, ops, size)
+        route = "tiles"
     settings = {
         "kernel": "rbf", "estimator": "unbiased" if unbiased else "biased", "bandwidth": rule,
-        "sigma_x": sig_x, "sigma_y": sig_y,
+        "sigma_x": sigmas[0], "sigma_y": sigmas[1], "route": route,
     }
     if rule == "median":
         settings["median_scale"] = median_scale
     return cka_from_gram(g, unbiased), settings
 
 
+def _as_tensor(a, like):
+    import torch
+
+    return a if isinstance(a, torch.Tensor) else torch.from_numpy(a)
+
+
+def linear_gram_sums(Zx, Zy, batch_size) -> GramSums:
+    """The sums for the linear kernels of the centred rows ``Zx``, ``Zy`` (torch tensors on one device)."""
+    n = Zx.shape[0]
+    ops = ops_for(Zx.device)
+    zx, zy = ops.wrap(Zx), ops.wrap(Zy)
+    if full_fits(n, batch_size):
+        return full_sums(ops.gram(zx), ops.gram(zy), ops)
+    return tiled_sums(linear_tile(zx, ops), linear_tile(zy, ops), n, ops, tile_size(n, batch_size))
+
+
 def linear_gram_value(X, Y, device, *, unbiased: bool, batch_size) -> tuple[float, dict]:
-    scan(X, "X", device, batch_size)
-    scan(Y, "Y", device, batch_size)
-    Zx = centred(X, device, batch_size)
-    Zy = centred(Y, device, batch_size)
-    g = gram_sums(linear_block(Zx), linear_block(Zy), Zx.shape[0], device, batch_size)
+    Zx, Zy = _prepare(X, Y, device, batch_size)
+    g = linear_gram_sums(Zx, Zy, batch_size)
     return cka_from_gram(g, unbiased), {
         "kernel": "linear", "estimator": "unbiased" if unbiased else "biased", "route": "gram"}

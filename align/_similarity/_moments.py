@@ -21,12 +21,11 @@ from typing import Any
 import numpy as np
 
 from ._common import (
-    check_finite_chunk,
-    chunk64,
+    RowChecks,
     constant_error,
     iter_chunks,
+    ops_for,
     rows_per_chunk,
-    take64,
 )
 
 
@@ -83,47 +82,40 @@ def accumulate(
 
     With ``perm`` and ``base`` only the cross terms are recomputed for ``Y[perm]`` (a permutation-null draw): the
     self terms of ``base`` do not change under a permutation of the rows of ``Y``.
-    """
-    import torch
 
+    On CPU the products run in numpy on float64 views (``x'.T @ x'`` is a BLAS ``syrk``: half the multiply-adds of
+    a general product); elsewhere in torch. The same pass checks each chunk for NaN / inf and records whether every
+    row is the same (:class:`~._common.RowChecks`).
+    """
+    ops = ops_for(device)
     n, dx = X.shape
     dy = Y.shape[1]
     rows = rows_per_chunk(dx + dy, batch_size, copies=2)
     cross_only = base is not None
-    f64 = {"dtype": torch.float64, "device": device}
     if cross_only:
-        cx, cy = base.shift_x, base.shift_y
+        cx, cy = ops.wrap(base.shift_x), ops.wrap(base.shift_y)
     else:
         cx = cy = None
-        sx, sy = torch.zeros(dx, **f64), torch.zeros(dy, **f64)
-        sxx, syy = torch.zeros(dx, dx, **f64), torch.zeros(dy, dy, **f64)
-        xlo = xhi = ylo = yhi = None
+        checks = RowChecks("X"), RowChecks("Y")
+        sx, sy = ops.zeros(dx), ops.zeros(dy)
+        sxx, syy = ops.zeros((dx, dx)), ops.zeros((dy, dy))
         if higher:
-            sa = sb = saa = sbb = torch.zeros((), **f64)
-            qx, qy = torch.zeros(dx, **f64), torch.zeros(dy, **f64)
-    sxy = torch.zeros(dx, dy, **f64)
+            sa = sb = saa = sbb = 0.0
+            qx, qy = ops.zeros(dx), ops.zeros(dy)
+    sxy = ops.zeros((dx, dy))
     if higher:
-        sab = torch.zeros((), **f64)
-        ux, uy = torch.zeros(dx, **f64), torch.zeros(dy, **f64)
+        sab = 0.0
+        ux, uy = ops.zeros(dx), ops.zeros(dy)
 
     for s, e in iter_chunks(n, rows):
-        xb = chunk64(X, s, e, device)
-        yb = chunk64(Y, s, e, device) if perm is None else take64(Y, perm[s:e], device)
-        if cx is None:
-            check_finite_chunk(xb, "X", s, e)
-            check_finite_chunk(yb, "Y", s, e)
-            cx, cy = xb.mean(0), yb.mean(0)
-        elif not cross_only:
-            check_finite_chunk(xb, "X", s, e)
-            check_finite_chunk(yb, "Y", s, e)
+        xb = ops.chunk(X, s, e)
+        yb = ops.chunk(Y, s, e) if perm is None else ops.take(Y, perm[s:e])
         if not cross_only:
-            bmin, bmax = xb.amin(0), xb.amax(0)
-            xlo = bmin if xlo is None else torch.minimum(xlo, bmin)
-            xhi = bmax if xhi is None else torch.maximum(xhi, bmax)
-            bmin, bmax = yb.amin(0), yb.amax(0)
-            ylo = bmin if ylo is None else torch.minimum(ylo, bmin)
-            yhi = bmax if yhi is None else torch.maximum(yhi, bmax)
-        xb = xb - cx
+            checks[0].update(xb, s, e)
+            checks[1].update(yb, s, e)
+        if cx is None:
+            cx, cy = xb.mean(0, dtype=ops.f64), yb.mean(0, dtype=ops.f64)
+        xb = xb - cx  # float64 (promoted), centred
         yb = yb - cy
         sxy += xb.T @ yb
         if not cross_only:
@@ -134,25 +126,29 @@ def accumulate(
         if higher:
             a = (xb * xb).sum(1)
             b = (yb * yb).sum(1)
-            sab += (a * b).sum()
+            sab += float((a * b).sum())
             ux += xb.T @ b
             uy += yb.T @ a
             if not cross_only:
-                sa = sa + a.sum()
-                sb = sb + b.sum()
-                saa = saa + (a * a).sum()
-                sbb = sbb + (b * b).sum()
+                sa += float(a.sum())
+                sb += float(b.sum())
+                saa += float((a * a).sum())
+                sbb += float((b * b).sum())
                 qx += xb.T @ a
                 qy += yb.T @ b
 
+    if not cross_only:
+        checks[0].finish(allow_constant=True)  # constancy is reported by the metric that needs it
+        checks[1].finish(allow_constant=True)
+    t = ops.tensor  # the Moments hold torch tensors (zero-copy from numpy)
     if cross_only:
-        extra = {"sab": sab, "ux": ux, "uy": uy} if higher else {}
-        return replace(base, sxy=sxy, **extra)
-    extra = ({"sa": sa, "sb": sb, "saa": saa, "sbb": sbb, "sab": sab, "qx": qx, "qy": qy, "ux": ux, "uy": uy}
-             if higher else {})
+        extra = {"sab": sab, "ux": t(ux), "uy": t(uy)} if higher else {}
+        return replace(base, sxy=t(sxy), **extra)
+    extra = ({"sa": sa, "sb": sb, "saa": saa, "sbb": sbb, "sab": sab, "qx": t(qx), "qy": t(qy), "ux": t(ux),
+              "uy": t(uy)} if higher else {})
     return Moments(
-        n=n, shift_x=cx, shift_y=cy, sx=sx, sy=sy, sxx=sxx, syy=syy, sxy=sxy,
-        constant_x=bool((xlo == xhi).all()), constant_y=bool((ylo == yhi).all()), **extra,
+        n=n, shift_x=t(cx), shift_y=t(cy), sx=t(sx), sy=t(sy), sxx=t(sxx), syy=t(syy), sxy=t(sxy),
+        constant_x=checks[0].constant, constant_y=checks[1].constant, **extra,
     )
 
 
@@ -308,10 +304,8 @@ def minibatch_cka_value(X, Y, device, *, batch_size: int, rng, dx_dy: tuple[int,
     shuffles the rows first. ``n // batch_size`` batches of near-equal size, each at least ``batch_size`` rows,
     so no batch is too small for the unbiased estimator.
     """
-    import torch
-
     from ._common import load64
-    from ._kernel import gram_sums, linear_block
+    from ._kernel import linear_gram_sums
 
     n = X.shape[0]
     n_batches = max(1, n // batch_size)
@@ -319,24 +313,20 @@ def minibatch_cka_value(X, Y, device, *, batch_size: int, rng, dx_dy: tuple[int,
     bounds = np.linspace(0, n, n_batches + 1).round().astype(int)
     dx, dy = dx_dy
     sums = np.zeros(3)
-    lo = {}
-    hi = {}
+    checks = {"X": RowChecks("X"), "Y": RowChecks("Y")}
     for s, e in itertools.pairwise(bounds):
         rows = slice(s, e) if rng is None else order[s:e]
         b = e - s
         zx, zy = load64(X[rows], device), load64(Y[rows], device)
-        for name, z in (("X", zx), ("Y", zy)):
-            check_finite_chunk(z, name, s, e)
-            lo[name] = z.amin(0) if name not in lo else torch.minimum(lo[name], z.amin(0))
-            hi[name] = z.amax(0) if name not in hi else torch.maximum(hi[name], z.amax(0))
+        checks["X"].update(zx, s, e)
+        checks["Y"].update(zy, s, e)
         if b * (dx + dy) < dx * dx + dy * dy + dx * dy:  # the Gram route is cheaper for this batch
             zx -= zx.mean(0)
             zy -= zy.mean(0)
-            sums += gram_sums(linear_block(zx), linear_block(zy), b, device, None).hsic_unbiased()
+            sums += linear_gram_sums(zx, zy, None).hsic_unbiased()
         else:
             sums += _hsic_u_terms(accumulate(zx, zy, device, higher=True))
-    for name in ("X", "Y"):
-        if bool((lo[name] == hi[name]).all()):
-            raise constant_error(name)
+    checks["X"].finish()
+    checks["Y"].finish()
     return cka_ratio(*sums), {"kernel": "linear", "estimator": "unbiased",
                               "n_batches": int(n_batches), "shuffled": rng is not None}

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import iter_chunks, load64, scan
+from ._common import iter_chunks, load64
 from ._kernel import block_rows
 
 
 def _features(X, device, batch_size, normalize: bool, name: str):
     import torch
 
-    scan(X, name, device, batch_size)
-    Z = load64(X, device, batch_size)
+    Z = load64(X, device, batch_size, check=name)
     if normalize:
         norms = Z.norm(dim=1, keepdim=True)
         if bool((norms == 0).any()):
@@ -45,8 +44,11 @@ def knn(Z, k: int, batch_size):
 
 
 def _check_k(k: int, n: int, *, minimum: int = 1) -> None:
-    if k > n - 1:
-        raise ValueError(f"`k` must be at most n - 1 = {n - 1} (an item is never its own neighbour), got {k}")
+    if k >= n:
+        raise ValueError(
+            f"`k` must be < n_samples = {n} (an item is never its own neighbour, so it has n - 1 = {n - 1} "
+            f"candidates), got k = {k}; pass k <= {n - 1} or use more items"
+        )
     if k < minimum:
         raise ValueError(f"`k` must be >= {minimum}, got {k}")
 

@@ -117,11 +117,8 @@ def _procrustes(X, Y, device, batch_size, form="angular"):
 
     import torch
 
-    from ._common import scan
-
-    scan(X, "X", device, batch_size)
-    scan(Y, "Y", device, batch_size)
-    zx, zy = _kernel.centred(X, device, batch_size), _kernel.centred(Y, device, batch_size)
+    zx = _kernel.centred(X, device, batch_size, check="X")
+    zy = _kernel.centred(Y, device, batch_size, check="Y")
     rx = torch.linalg.qr(zx.T, mode="r")[1]  # zx^T = Q R  =>  zx^T zy = Qx Rx Ry^T Qy^T
     ry = torch.linalg.qr(zy.T, mode="r")[1]
     nuc = float(torch.linalg.svdvals(rx @ ry.T).sum())
@@ -253,7 +250,7 @@ SPECS: dict[str, _Spec] = {
         _spec("rsa", _rsa, _check_rsa, "similarity", ("isotropic_scale",), True,
               "Spearman correlation of the representational dissimilarity matrices (1 - Pearson r between items "
               "by default); O(n^2) memory.",
-              "Kriegeskorte et al. 2008"),
+              "Kriegeskorte et al. 2008", min_rows=3),
     )
 }
 

@@ -57,7 +57,7 @@ def test_metric_parameters(files):
 @pytest.mark.parametrize("args, message", [
     (["-m", "linear_ckaa"], "unknown metric 'linear_ckaa'"),
     (["-p", "sigmaa=1"], "unknown parameter"),
-    (["-m", "mutual_knn", "--k", "500"], "`k` must be at most"),
+    (["-m", "mutual_knn", "--k", "500"], "`k` must be < n_samples = "),
 ])
 def test_errors_are_one_line(files, args, message):
     d, _, _ = files

@@ -1,0 +1,170 @@
+"""The fast routes of the kernel metrics give float64 answers: whole-matrix vs tiled RBF CKA, the exact median
+bandwidth through every route (float32 pass with its proven bound, float64 pass, refinement), linear CKA's numpy
+moments."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import pdist, squareform
+
+from align import similarity as sim
+from align._similarity import _kernel
+from align._similarity._common import ops_for
+
+CPU = torch.device("cpu")
+
+
+def _centred(X):
+    Z = torch.from_numpy(np.asarray(X, dtype=np.float64).copy())
+    Z -= Z.mean(0)
+    return Z, (Z * Z).sum(1)
+
+
+def _ref_rbf_cka(X, Y, unbiased=False):
+    """Explicit float64 n × n Gram matrices, explicit centring, sigma = sqrt(np.median(D2)) (Kornblith et al.)."""
+    def gram(A):
+        D2 = squareform(pdist(A, "sqeuclidean"))
+        return np.exp(-D2 / (2 * np.median(D2)))
+
+    K, L = gram(np.asarray(X, np.float64)), gram(np.asarray(Y, np.float64))
+    n = len(K)
+    if unbiased:
+        def h(A, B):
+            At, Bt = A - np.diag(np.diag(A)), B - np.diag(np.diag(B))
+            one = np.ones(n)
+            return (np.trace(At @ Bt) + one @ At @ one * (one @ Bt @ one) / ((n - 1) * (n - 2))
+                    - 2 / (n - 2) * one @ At @ Bt @ one) / (n * (n - 3))
+    else:
+        def h(A, B):
+            Ac, Bc = A - A.mean(0), B - B.mean(0)
+            return np.sum((Ac - Ac.mean(1, keepdims=True)) * (Bc - Bc.mean(1, keepdims=True)))
+    return h(K, L) / np.sqrt(h(K, K) * h(L, L))
+
+
+def _encoder_like(n, dx, dy, seed=0):
+    """float32, off-centre, L2-normalised rows sharing a latent (as in benchmarks/bench_similarity.py)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 8))
+    X = z @ rng.normal(size=(8, dx)) + 0.5 * rng.normal(size=(n, dx)) + 1.0
+    Y = np.tanh(z @ rng.normal(size=(8, dy))) + 0.5 * rng.normal(size=(n, dy))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    return X.astype(np.float32), Y.astype(np.float32)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_rbf_whole_and_tiled_routes_equal_a_float64_reference(unbiased):
+    X, Y = _encoder_like(701, 40, 24)  # 701 rows: no tile size below divides it
+    expected = _ref_rbf_cka(X, Y, unbiased)
+    metric, params = ("unbiased_cka", {"kernel": "rbf"}) if unbiased else ("rbf_cka", {})
+    whole = sim.compare(X, Y, metric, **params)
+    assert whole.settings["route"] == "whole"
+    assert whole.value == pytest.approx(expected, abs=1e-12)
+    for batch_size in (64, 300, 701):
+        tiled = sim.compare(X, Y, metric, batch_size=batch_size, **params)
+        assert tiled.settings["route"] == "tiles"
+        assert tiled.value == pytest.approx(expected, abs=1e-12), batch_size
+        assert tiled.settings["sigma_x"] == pytest.approx(whole.settings["sigma_x"], rel=1e-13)
+
+
+def test_float32_gram_route_drifts_where_ours_does_not():
+    """The papers' float32 Gram route loses digits with n; ours stays at float64 level (a known answer)."""
+    X, Y = _encoder_like(1500, 32, 16, seed=3)
+    expected = _ref_rbf_cka(X, Y)
+    assert sim.rbf_cka(X, Y) == pytest.approx(expected, abs=1e-11)
+    assert sim.rbf_cka(X, Y, batch_size=512) == pytest.approx(expected, abs=1e-11)
+
+    def f32_route(A, B):  # Kornblith et al.'s gram_rbf / center_gram / cka in float32
+        def gram(a):
+            g = a @ a.T
+            d = np.diag(g)
+            d2 = -2 * g + d[:, None] + d[None, :]
+            return np.exp(-d2 / (2 * np.median(d2)))
+        K, L = gram(A), gram(B)
+        K = K - K.mean(0) - K.mean(1, keepdims=True) + K.mean()
+        L = L - L.mean(0) - L.mean(1, keepdims=True) + L.mean()
+        return float(K.ravel() @ L.ravel() / (np.linalg.norm(K) * np.linalg.norm(L)))
+
+    assert abs(f32_route(X, Y) - expected) > 1e-8  # what the float64 route buys
+
+
+@pytest.mark.parametrize("d", [1, 3, 50, 400])
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 3e25])
+def test_float32_squared_distances_stay_within_the_proven_bound(d, scale):
+    rng = np.random.default_rng(d)
+    X = rng.standard_t(3, size=(300, d)) * scale  # heavy tails: very unequal row norms
+    X[:5] *= 50
+    X[5] = X[6]  # a duplicate pair: exact distance 0
+    Z, sq = _centred(X)
+    ops = ops_for(CPU)
+    a, b, scale2, delta = _kernel.float32_rows(ops.wrap(Z), ops.wrap(sq), ops)
+    f = (a @ b.T).astype(np.float64) / scale2
+    exact = squareform(pdist(Z.numpy(), "sqeuclidean"))
+    err = np.abs(f - exact)[np.triu_indices(300, 1)]
+    bound = delta / scale2
+    assert err.max() <= bound
+    assert err.max() > 1e-4 * bound  # the bound is a worst case, but not a vacuous one
+
+
+@pytest.mark.parametrize("n", [300, 301])
+def test_sampled_order_statistics_are_exact_through_every_route(n, monkeypatch):
+    rng = np.random.default_rng(n)
+    X = rng.normal(size=(n, 6)) ** 3  # skewed distances
+    X[10:20] = X[0]  # ties
+    Z, sq = _centred(X)
+    ops = ops_for(CPU)
+    z, s = ops.wrap(Z), ops.wrap(sq)
+    d2 = np.sort(pdist(Z.numpy(), "sqeuclidean"))
+    ranks = [0, 17, len(d2) // 2, len(d2) // 2 + 1, len(d2) - 1]
+
+    values, route = _kernel.offdiag_order_statistics_sampled(z, s, ranks, ops, 64)
+    assert route == "float32"
+    np.testing.assert_allclose(values, d2[ranks], rtol=1e-13, atol=1e-13)
+
+    monkeypatch.setattr(_kernel, "RECOMPUTE_CAP", 0)  # the float32 pass cannot decide: the float64 pass does
+    values, route = _kernel.offdiag_order_statistics_sampled(z, s, ranks[2:4], ops, 64)
+    assert route == "float64"
+    np.testing.assert_allclose(values, d2[ranks[2:4]], rtol=1e-13)
+
+    monkeypatch.setattr(_kernel, "Z_BRACKET", -3.0)  # a bracket that cannot hold the median: refinement decides
+    values, route = _kernel.offdiag_order_statistics_sampled(z, s, ranks[2:3], ops, 64, sample_size=50)
+    assert values is None and route == "miss"
+    median, route = _kernel.median_sq_distance_tiled(Z, sq, ops, 64)
+    assert route == "refinement"
+    assert median == pytest.approx(np.median(squareform(pdist(Z.numpy(), "sqeuclidean"))), rel=1e-13)
+
+
+@pytest.mark.parametrize("n", [257, 258])
+def test_median_bandwidth_is_np_median_of_the_full_matrix_on_both_routes(n):
+    rng = np.random.default_rng(n)
+    X = np.exp(rng.normal(size=(n, 5)))
+    Z, sq = _centred(X)
+    ops = ops_for(CPU)
+    full = squareform(pdist(Z.numpy(), "sqeuclidean"))
+    expected = np.median(full)
+    D = _kernel.full_sq_dist(ops.wrap(Z), ops.wrap(sq), ops)
+    assert _kernel.median_of_full(D, ops) == pytest.approx(expected, rel=1e-13)
+    for size in (32, 100, n):
+        value, route = _kernel.median_sq_distance_tiled(Z, sq, ops, size)
+        assert value == pytest.approx(expected, rel=1e-13), size
+        assert route == "float32"
+    # one-hot rows: every distance is 0 or 2, the median an exact tie
+    onehot = np.eye(6)[rng.integers(0, 6, size=n)]
+    Zo, sqo = _centred(onehot)
+    full = squareform(pdist(Zo.numpy(), "sqeuclidean"))
+    assert _kernel.median_sq_distance_tiled(Zo, sqo, ops, 64)[0] == pytest.approx(np.median(full), rel=1e-13)
+    assert _kernel.median_of_full(_kernel.full_sq_dist(ops.wrap(Zo), ops.wrap(sqo), ops), ops) == \
+        pytest.approx(np.median(full), rel=1e-13)
+
+
+def test_linear_cka_numpy_moments_match_torch_tensors_and_a_float64_reference():
+    X, Y = _encoder_like(1203, 30, 20, seed=5)
+    Xc = X.astype(np.float64) - X.astype(np.float64).mean(0)
+    Yc = Y.astype(np.float64) - Y.astype(np.float64).mean(0)
+    exact = np.linalg.norm(Xc.T @ Yc) ** 2 / (np.linalg.norm(Xc.T @ Xc) * np.linalg.norm(Yc.T @ Yc))
+    for batch_size in (None, 100):
+        assert sim.linear_cka(X, Y, batch_size=batch_size) == pytest.approx(exact, abs=1e-14)
+    assert sim.linear_cka(torch.from_numpy(X), torch.from_numpy(Y)) == pytest.approx(exact, abs=1e-14)
+    assert sim.unbiased_cka(X, Y, batch_size=100) == pytest.approx(sim.unbiased_cka(X.astype(np.float64),
+                                                                                    Y.astype(np.float64)), abs=1e-14)
