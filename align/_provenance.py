@@ -44,13 +44,28 @@ def _split_key(path: Path) -> tuple[Path, str | None]:
 
 
 def _sha256(path: Path) -> str:
+    """sha256 of a file, once per (path, size, mtime) in this process; a feature-cache file's digest is read from its
+    entry's ``meta.json`` (written when the entry was completed) instead of hashing gigabytes again."""
     from ._io import sha256_file
 
     st = path.stat()
     token = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if token not in _HASHES:
-        _HASHES[token] = sha256_file(path)
+        _HASHES[token] = _cache_digest(path, st.st_size) or sha256_file(path)
     return _HASHES[token]
+
+
+def _cache_digest(path: Path, size: int) -> str | None:
+    meta_path = path.parent / "meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        for entry in (json.loads(meta_path.read_text()).get("files") or {}).values():
+            if entry.get("file") == path.name and entry.get("bytes") == size and entry.get("sha256"):
+                return str(entry["sha256"])
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
 
 
 def file_record(path: str | os.PathLike) -> dict:

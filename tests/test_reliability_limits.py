@@ -201,7 +201,7 @@ def test_free_gpu_memory_is_what_cuda_reports():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    free, total = torch.cuda.mem_get_info(0)
+    _free, total = torch.cuda.mem_get_info(0)
     assert 0 < validation.available_memory("cuda:0") <= total
     with pytest.raises(validation.MemoryBudgetError, match="of GPU memory is available"):
         validation.check_memory(2 * total, "a test", "none", device="cuda:0")

@@ -224,3 +224,47 @@ def test_resume_refuses_other_encoders_or_other_features(train_files):
     # the same inputs resume (the finished run: nothing left to train)
     res = _invoke(_fit_args(train_files, extra=("--x-encoder", "enc-a")))
     assert not [ln for ln in res.stdout.splitlines() if '"epoch"' in ln]
+
+
+def test_a_cache_file_is_identified_by_its_entry_digest(tmp_path):
+    """Inside a feature-cache entry the sha256 recorded at completion is used (no re-hash of large caches); it is
+    the file's real digest."""
+    from align.features import embed
+
+    from .align._toys import ToyEncoder, ToyText
+
+    feats = embed(ToyEncoder(), ToyText(6), cache_dir=tmp_path)
+    path = next(feats.path.glob("*.npy"))
+    meta = json.loads((feats.path / "meta.json").read_text())
+    assert path.name in {f["file"] for f in meta["files"].values()}
+    record = provenance(x=path)["x"]
+    assert record["sha256"] == _sha(path) and record["encoder"] == "toy-encoder:8:0"
+    # the entry's digest is what is read (no re-hash) while the size matches; a file of another size is hashed
+    for folder, size, expected in (("same", path.stat().st_size, "f" * 64), ("other", 1, _sha(path))):
+        (tmp_path / folder).mkdir()
+        entry = {"a": {"file": path.name, "bytes": size, "sha256": "f" * 64}}
+        (tmp_path / folder / "meta.json").write_text(json.dumps({"files": entry}))
+        (tmp_path / folder / path.name).write_bytes(path.read_bytes())
+        assert provenance(x=tmp_path / folder / path.name)["x"]["sha256"] == expected
+
+
+def test_zeroshot_records_projector_encoders_images_and_class_vectors(tmp_path):
+    import projectors
+    from PIL import Image
+
+    gen = np.random.default_rng(1)
+    proj = projectors.make_projector("linear").fit(gen.normal(size=(50, 1280)), gen.normal(size=(50, 8)))
+    proj.save(tmp_path / "p.pt", x_encoder="efficientnet-lite0", y_encoder="some-text-encoder")
+    (tmp_path / "classes.txt").write_text("cat\ndog\ntemple\n")
+    np.save(tmp_path / "c.npy", gen.normal(size=(3, 8)).astype(np.float32))
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "img" / "a.png")
+    out = _json(_invoke(["zeroshot", "--projector", tmp_path / "p.pt", "--images", tmp_path / "img", "--classes",
+                         tmp_path / "classes.txt", "--class-features", tmp_path / "c.npy", "--no-progress",
+                         "--cache-dir", tmp_path / "cache"]))
+    p = out["provenance"]
+    _check_versions(p)
+    assert p["projector"]["sha256"] == _sha(tmp_path / "p.pt") and p["encoder"] == "efficientnet-lite0"
+    assert p["target"] == "some-text-encoder" and p["class_features"]["sha256"] == _sha(tmp_path / "c.npy")
+    assert p["classes"]["sha256"] == _sha(tmp_path / "classes.txt") and p["images"]["fingerprint"]
+    assert len(out["predictions"][0]["top"]) == 3  # the default --top-k 5 asks for up to 5 of the 3 classes
