@@ -453,7 +453,9 @@ def _encoder_of(path: str, given: str | None, option: str) -> str | None:
 @click.option("--epochs", "max_epochs", default=None, type=int, help="Maximum epochs (trained kinds).")
 @click.option("--batch-size", default=None, type=int, help="Global batch size (trained kinds).")
 @click.option("--lr", default=None, type=float, help="Peak learning rate (trained kinds).")
-@click.option("--checkpoint", default=None, help="Resumable checkpoint path; rerun the same command to resume.")
+@click.option("--checkpoint", default=None,
+              help="Resumable checkpoint path; rerun the same command to resume (a checkpoint of other settings, "
+                   "features or encoders is refused).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: a GPU when available).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split, init and data order.")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",

@@ -249,8 +249,9 @@ def test_a_cache_file_is_identified_by_its_entry_digest(tmp_path):
 
 
 def test_zeroshot_records_projector_encoders_images_and_class_vectors(tmp_path):
-    import projectors
     from PIL import Image
+
+    import projectors
 
     gen = np.random.default_rng(1)
     proj = projectors.make_projector("linear").fit(gen.normal(size=(50, 1280)), gen.normal(size=(50, 8)))
