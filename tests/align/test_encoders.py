@@ -20,17 +20,20 @@ TEXTS = ["a dog runs on the beach", "red car", "ein hund sits", "the quick brown
 @pytest.fixture(scope="module")
 def tiny_bert_dir(tmp_path_factory):
     """A 2-layer, 32-d BERT with a 24-token WordPiece vocabulary, saved with save_pretrained."""
-    from transformers import BertConfig, BertModel, BertTokenizer
+    from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizer
 
     d = tmp_path_factory.mktemp("tiny-bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizer(vocab_file=str(d / "vocab.txt"))
+    # transformers 5 ignores ``vocab_file=`` here (every token became [UNK]); pass the vocabulary itself.
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64)
     BertModel(config).save_pretrained(d / "bert")
     tokenizer.save_pretrained(d / "bert")
+    whole_words = " ".join(w for w in WORDS if not w.startswith("##"))
+    ids = AutoTokenizer.from_pretrained(d / "bert")(whole_words)["input_ids"]
+    assert vocab.index("[UNK]") not in ids, "the tiny tokenizer must know its own words"
     return d / "bert"
 
 
