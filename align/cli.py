@@ -507,6 +507,13 @@ def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss,
     projector = make_projector(kind, **kw)
     trained = isinstance(projector, TrainedProjector) and not (
         kind == "linear" and projector.get_params().get("solver", "closed_form") == "closed_form")
+    if not trained:  # closed forms hold float64 moments (d_x + d_y)^2 and decompose them: refuse what cannot fit
+        from ._validation import check_memory
+
+        dx, dy = int(X.shape[1]), int(Y.shape[1])
+        check_memory(8.0 * 3 * (dx + dy) ** 2, f"--kind {kind} on {dx:,}-d and {dy:,}-d features (float64 "
+                     f"{dx + dy:,} x {dx + dy:,} moments)", "reduce the dimensions first (e.g. PCA), or train a "
+                     "projector instead (--kind mlp or -p solver=trained), which never forms them")
     for name, option, value in (("loss", "--loss", loss), ("max_epochs", "--epochs", max_epochs),
                                 ("batch_size", "--batch-size", batch_size), ("lr", "--lr", lr),
                                 ("checkpoint", "--checkpoint", checkpoint), ("device", "--device", device)):
@@ -803,6 +810,9 @@ def select_command(dataset_spec, encoder_specs, feature_files, metric, n_permuta
                              f"got shape {X.shape}")
         features[name] = X
         sources[name] = Path(str(path))
+    widths = sorted((int(np.shape(f)[1]) for f in features.values() if np.ndim(f) == 2), reverse=True)
+    if len(widths) >= 2 and isinstance(metric, str):
+        check_similarity_memory(metric, len(dataset), widths[0], widths[1], {}, None, None)
     ranking = sim.rank_pairs(features, metric, n_permutations=n_permutations, rng=seed)
     out = ranking.to_dict()
     out["dataset"] = dataset_spec

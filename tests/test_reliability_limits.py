@@ -255,3 +255,16 @@ def test_integer_and_string_feature_files_at_the_cli(files, tmp_path):
     line = _error(_invoke(["fit", "--kind", "linear", "--x", tmp_path / "s.npy", "--y", tmp_path / "s.npy",
                            "--val-fraction", "0", "--out", tmp_path / "p.pt"], 1))
     assert "dtype" in line
+
+
+def test_closed_form_fit_and_select_beyond_free_memory_are_refused(files, small_memory, tmp_path):
+    line = _error(_invoke(["fit", "--kind", "procrustes", "--x", files["wide"], "--y", files["wide"], "--val-fraction",
+                           "0", "--out", tmp_path / "p.pt"], 1))
+    assert "--kind procrustes on 3,000-d and 3,000-d features" in line and "needs about 824.0 MiB" in line
+    assert "only 4.0 KiB" in line and "reduce the dimensions" in line
+    assert not (tmp_path / "p.pt").exists()
+    lines = tmp_path / "lines.txt"
+    lines.write_text("".join(f"item {i}\n" for i in range(10)))
+    line = _error(_invoke(["select", "--dataset", f"text:{lines}", "--features", f"a={files['wide']}",
+                           "--features", f"b={files['wide']}", "--metric", "rsa", "--no-progress"], 1))
+    assert "--metric rsa on (10, 3,000)" in line and "only 4.0 KiB" in line
