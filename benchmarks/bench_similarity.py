@@ -8,11 +8,16 @@ Peers, each timed on the same data in the same process:
   k-NN.
 * ``repsim``: ``repsim.cka`` (C++), where it is installed.
 
-Reported: seconds, the peer / unialign time ratio, and each peer's absolute error against unialign's float64
-value. Sizes past what a peer can hold are skipped for that peer and reported as such.
+Each call is measured by ``benchmarks._harness.measure`` (one warm-up call and three timed ones below
+``--big-n``, a single timed call at and above it): ``seconds`` is the median CPU time of this process
+(``time.process_time``; with one thread it is the wall time of an idle machine, and other jobs on a shared machine
+disturb it far less than wall time), ``wall_s`` the median wall time, ``peak_mb`` the peak resident memory the call
+added (MiB). Reported per peer: the peer / unialign CPU-time ratio and the peer's absolute error against unialign's
+float64 value. Sizes past what a peer can hold are skipped for that peer and reported as such.
 
     python benchmarks/bench_similarity.py --quick          # a few seconds (CI)
     python benchmarks/bench_similarity.py --full           # growth with n; minutes
+    python benchmarks/bench_similarity.py --full --metrics linear_cka rbf_cka --max-kernel-n 20000
     python benchmarks/bench_similarity.py --streaming --n 1000000 --dx 1280 --dy 384 --dir /tmp/bench
         # linear CKA streamed from memory-mapped .npy files vs the float64 products it needs
 
@@ -22,27 +27,35 @@ Results go to stdout as JSON lines.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks._harness` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._harness import measure
+
+# Calls at or above this n are timed once, without a warm-up (a float32 Gram peer takes minutes at n = 20,000).
+BIG_N = 10_000
 
 
 def _now():
     return time.perf_counter()
 
 
-def timed(fn, *args, repeat=1, **kw):
-    """Best of ``repeat`` runs; runs under 2 s are repeated to 3 (a shared machine makes single runs noisy)."""
-    best, out, i = float("inf"), None, 0
-    while i < repeat or (i < 3 and best < 2.0):
-        t = _now()
-        out = fn(*args, **kw)
-        best = min(best, _now() - t)
-        i += 1
-    return out, best
+def timed(fn, *args, big=False, **kw):
+    """``fn(*args, **kw)`` measured by the harness: (result, Measurement)."""
+    m = measure(fn, *args, repeats=1 if big else 3, warmup=0 if big else 1, **kw)
+    return m.result, m
+
+
+def _cols(m) -> dict:
+    return {"seconds": round(m.cpu_s, 4), "wall_s": round(m.wall_s, 4),
+            "peak_mb": None if m.peak_mb is None else round(m.peak_mb, 1), "repeats": m.repeats}
 
 
 # -- peers: the papers' code, transcribed ----------------------------------------------------------------------
@@ -172,16 +185,16 @@ def emit(rec):
     emit_interval("similarity", **rec)
 
 
-def bench_metric(metric, sizes, dx, dy, peers, ours_kw=None, repeat=1):
+def bench_metric(metric, sizes, dx, dy, peers, ours_kw=None, big_n=BIG_N):
     import torch
 
     from align import similarity as sim
 
     for n in sizes:
         X, Y = make_pair(n, dx, dy)
-        ours, t_ours = timed(sim.similarity, X, Y, metric, repeat=repeat, **(ours_kw or {}))
-        emit({"metric": metric, "n": n, "dx": dx, "dy": dy, "impl": "unialign", "seconds": round(t_ours, 4),
-              "value": ours})
+        big = n >= big_n
+        ours, m_ours = timed(sim.similarity, X, Y, metric, big=big, **(ours_kw or {}))
+        emit({"metric": metric, "n": n, "dx": dx, "dy": dy, "impl": "unialign", **_cols(m_ours), "value": ours})
         for name, fn, max_n in peers:
             if n > max_n:
                 why = (f"n > {max_n}: its linear CKA already takes ~40 s at n = 2000 here" if name == "repsim" else
@@ -193,15 +206,19 @@ def bench_metric(metric, sizes, dx, dy, peers, ours_kw=None, repeat=1):
             else:
                 args = (X, Y)
             try:
-                val, t = timed(fn, *args, repeat=repeat)
+                val, m = timed(fn, *args, big=big or name == "repsim")
             except MemoryError as exc:
                 emit({"metric": metric, "n": n, "impl": name, "skipped": f"MemoryError: {exc}"})
                 continue
-            emit({"metric": metric, "n": n, "impl": name, "seconds": round(t, 4), "value": val,
-                  "abs_error_vs_unialign": abs(val - ours), "time_ratio_peer_over_unialign": round(t / t_ours, 2)})
+            emit({"metric": metric, "n": n, "impl": name, **_cols(m), "value": val,
+                  "abs_error_vs_unialign": abs(val - ours),
+                  "time_ratio_peer_over_unialign": round(m.cpu_s / m_ours.cpu_s, 2)})
 
 
-def run_suite(quick: bool, max_kernel_n: int | None = None, kernel_n: int | None = None):
+METRICS = ("linear_cka", "rbf_cka", "mutual_knn", "cknna", "cycle_knn")
+
+
+def run_suite(quick: bool, max_kernel_n: int | None = None, kernel_n: int | None = None, metrics=METRICS):
     try:
         import repsim  # noqa: F401
 
@@ -230,12 +247,17 @@ def run_suite(quick: bool, max_kernel_n: int | None = None, kernel_n: int | None
     elif have_repsim:
         lin_peers.append(("repsim", lambda X, Y: repsim_cka(X, Y, "linear"), 2000))
         rbf_peers.append(("repsim", lambda X, Y: repsim_cka(X, Y, "rbf"), 2000))
-    bench_metric("linear_cka", lin_sizes, dx, dy, lin_peers)
-    bench_metric("rbf_cka", rbf_sizes, dx, dy, rbf_peers)
     knn_max = 2000 if quick else 20000
-    bench_metric("mutual_knn", knn_sizes, dx, dy, [("platonic", platonic_mutual_knn, knn_max)])
-    bench_metric("cknna", knn_sizes, dx, dy, [("platonic", platonic_cknna, min(knn_max, 10000))])
-    bench_metric("cycle_knn", knn_sizes, dx, dy, [("platonic", platonic_cycle_knn, knn_max)])
+    cases = {
+        "linear_cka": (lin_sizes, lin_peers),
+        "rbf_cka": (rbf_sizes, rbf_peers),
+        "mutual_knn": (knn_sizes, [("platonic", platonic_mutual_knn, knn_max)]),
+        "cknna": (knn_sizes, [("platonic", platonic_cknna, min(knn_max, 10000))]),
+        "cycle_knn": (knn_sizes, [("platonic", platonic_cycle_knn, knn_max)]),
+    }
+    for metric in metrics:
+        sizes, peers = cases[metric]
+        bench_metric(metric, sizes, dx, dy, peers)
 
 
 def precision(n=20000, d=384):
@@ -315,7 +337,8 @@ def streaming(n, dx, dy, folder, chunk_rows=100_000):
     # anonymous memory (RssAnon), sampled here while linear_cka runs.
     anon = _AnonSampler()
     with anon:
-        value, t_ours = timed(sim.linear_cka, X, Y)
+        value, m_ours = timed(sim.linear_cka, X, Y, big=True)
+    t_ours = m_ours.wall_s  # reading the file is part of the job: wall time
     # Baseline: the same three float64 products on an in-memory float64 block, scaled to n rows.
     m = min(n, 100_000)
     xb = torch.from_numpy(np.asarray(X[:m], dtype=np.float64))
@@ -328,6 +351,7 @@ def streaming(n, dx, dy, folder, chunk_rows=100_000):
           "float64_products_seconds": round(t_products, 2), "ratio": round(t_ours / t_products, 3),
           "file_bytes": int(os.path.getsize(paths["x"]) + os.path.getsize(paths["y"])),
           "anon_mb_before": anon.start_mb, "anon_mb_peak_during": anon.peak_mb,
+          "unialign_cpu_seconds": round(m_ours.cpu_s, 2), "unialign_peak_mb": m_ours.peak_mb,
           "products_baseline_rows": m, "threads": torch.get_num_threads()})
 
 
@@ -346,6 +370,8 @@ def main(argv=None):
                     help="largest n for the O(n^2) metrics (RBF CKA, kNN) in --full, to bound the run time")
     ap.add_argument("--kernel-n", type=int, default=None,
                     help="run only the O(n^2) metrics (RBF CKA, kNN), at this n (e.g. 50000 with --full)")
+    ap.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS),
+                    help="which metrics to run (default: all)")
     args = ap.parse_args(argv)
     import torch
 
@@ -355,7 +381,7 @@ def main(argv=None):
     if args.streaming:
         streaming(args.n, args.dx, args.dy, args.dir)
         return
-    run_suite(quick=not args.full, max_kernel_n=args.max_kernel_n, kernel_n=args.kernel_n)
+    run_suite(quick=not args.full, max_kernel_n=args.max_kernel_n, kernel_n=args.kernel_n, metrics=args.metrics)
     if not args.kernel_n:
         precision(args.precision_n or (2000 if not args.full else 20000))
 

@@ -168,3 +168,25 @@ def test_linear_cka_numpy_moments_match_torch_tensors_and_a_float64_reference():
     assert sim.linear_cka(torch.from_numpy(X), torch.from_numpy(Y)) == pytest.approx(exact, abs=1e-14)
     assert sim.unbiased_cka(X, Y, batch_size=100) == pytest.approx(sim.unbiased_cka(X.astype(np.float64),
                                                                                     Y.astype(np.float64)), abs=1e-14)
+
+
+def test_the_torch_code_path_used_off_cpu_gives_the_same_values(monkeypatch):
+    """No GPU here: run the torch implementation of every route (what CUDA tensors use) on CPU tensors."""
+    from align._similarity import _common, _moments
+
+    X, Y = _encoder_like(333, 12, 7, seed=9)
+    want = {(m, bs): sim.similarity(X, Y, m, batch_size=bs)
+            for m in ("rbf_cka", "linear_cka", "procrustes", "rsa") for bs in (None, 50)}
+    want_u = sim.unbiased_cka(X, Y, kernel="rbf", batch_size=50)
+    torch_ops = _common._TorchOps(CPU)
+    for module in (_kernel, _moments):
+        monkeypatch.setattr(module, "ops_for", lambda device: torch_ops)
+    for (metric, bs), value in want.items():
+        assert sim.similarity(X, Y, metric, batch_size=bs) == pytest.approx(value, abs=1e-12), (metric, bs)
+    assert sim.unbiased_cka(X, Y, kernel="rbf", batch_size=50) == pytest.approx(want_u, abs=1e-12)
+    Z, sq = _centred(X)
+    median, route = _kernel.median_sq_distance_tiled(Z, sq, torch_ops, 64)
+    assert route == "float64"  # no float32 pass off CPU (TF32 would void its bound)
+    assert median == pytest.approx(np.median(squareform(pdist(Z.numpy(), "sqeuclidean"))), rel=1e-13)
+    assert _kernel.median_sq_distance_tiled(Z, sq, torch_ops, 64, low_precision=True)[0] == pytest.approx(median,
+                                                                                                        rel=1e-13)
