@@ -121,26 +121,29 @@ def test_select_records_feature_files_and_encoders(files, tmp_path):
     assert p["dataset"] == f"text:{lines}"
 
 
-def test_embed_records_the_encoder_and_fit_picks_it_up(tmp_path):
-    lines = tmp_path / "lines.txt"
-    lines.write_text("a dog\na cat\na red car\ntwo people\na bench\na tree\n")
+def test_embed_records_the_encoder(tmp_path):
+    """`embed --out` writes a sidecar (.npy) or a header entry (.safetensors) naming the encoder; the cache entry's
+    own file records it too; a file overwritten since is no longer attributed. (shape:d2, a non-learned point-cloud
+    encoder, keeps this fast.)"""
+    folder = tmp_path / "meshes"
+    folder.mkdir()
+    for i in range(1, 4):
+        (folder / f"m{i}.off").write_text(f"OFF\n4 1 0\n0 0 0\n1 0 0\n0 {i} 0\n0 0 1\n3 0 1 2\n")
     out_file = tmp_path / "feats.npy"
-    res = _json(_invoke(["embed", "--encoder", "minilm", "--dataset", f"text:{lines}", "--out", out_file,
-                         "--cache-dir", tmp_path / "cache", "--no-progress"]))
-    assert res["provenance"]["encoder"] == "minilm" and res["provenance"]["cache_key"] == res["key"]
-    assert recorded_encoder(out_file) == "minilm"
+    base = ["embed", "--encoder", "shape:d2", "--dataset", f"pointcloud:{folder}", "--cache-dir", tmp_path / "cache",
+            "--no-progress", "--out"]
+    res = _json(_invoke([*base, out_file]))
+    assert res["provenance"]["encoder"] == "shape:d2" and res["provenance"]["cache_key"] == res["key"]
+    assert recorded_encoder(out_file) == "shape:d2"
     sidecar = json.loads(Path(res["provenance_file"]).read_text())
     assert sidecar["file"]["sha256"] == _sha(out_file)
-    # the cache entry's own file records it too
-    assert recorded_encoder(Path(res["path"]) / "final.npy") == "minilm"
-    # a .safetensors --out records it in its header
+    assert recorded_encoder(Path(res["path"]) / "final.npy") == "shape:d2"
     st = tmp_path / "feats.safetensors"
-    _invoke(["embed", "--encoder", "minilm", "--dataset", f"text:{lines}", "--out", st, "--cache-dir",
-             tmp_path / "cache", "--no-progress"])
+    _invoke([*base, st])
     (tmp_path / ("feats.safetensors" + ".provenance.json")).unlink()
-    assert recorded_encoder(st) == "minilm"
+    assert recorded_encoder(st) == "shape:d2"
     # overwritten by other numbers: the stale sidecar is no longer believed
-    np.save(out_file, np.zeros((6, 384), np.float32))
+    np.save(out_file, np.zeros((3, 32), np.float32))
     assert recorded_encoder(out_file) is None
 
 
