@@ -235,7 +235,6 @@ def run(args) -> int:
 
 _DROP = {"suite", "command", "section", "task", "benchmark", "interval_peak_mb_first"}
 _META = {"python", "torch", "threads", "mode", "numpy", "platform", "cpus"}
-_PIVOT_VALUES = ("seconds", "time_ratio_peer_over_unialign", "abs_error_vs_unialign", "interval_peak_mb")
 
 
 def _is_ratio(key: str) -> bool:
@@ -333,17 +332,20 @@ def _pivot_table(rows: list[dict]) -> list[str]:
             impls.append(r["impl"])
     ours = "unialign" if "unialign" in impls else impls[0]
     peers = [i for i in impls if i != ours]
-    mem = any(r.get("interval_peak_mb") is not None for r in rows)
-    header = ["metric", "n", f"{ours} s"] + (["MB"] if mem else [])
+    # the call's own peak where the script measured it (harness.measure), else the growth between rows
+    mem_key = "peak_mb" if any(r.get("peak_mb") is not None for r in rows) else "interval_peak_mb"
+    mem = any(r.get(mem_key) is not None for r in rows)
+    mb = "peak MB" if mem_key == "peak_mb" else "interval peak MB"
+    header = ["metric", "n", f"{ours} s"] + ([f"{ours} {mb}"] if mem else [])
     for p in peers:
-        header += [f"{p} s", f"{p} / {ours}", f"{p} error"] + ([f"{p} MB"] if mem else [])
+        header += [f"{p} s", f"{p} / {ours}", f"{p} error"] + ([f"{p} {mb}"] if mem else [])
     body = []
     for key in order:
         c = cells[key]
         o = c.get(ours, {})
         line = [fmt("metric", key[0]), fmt("n", key[1]), fmt("seconds", o.get("seconds"))]
         if mem:
-            line.append(fmt("interval_peak_mb", o.get("interval_peak_mb")))
+            line.append(fmt(mem_key, o.get(mem_key)))
         for p in peers:
             r = c.get(p)
             if r is None:
@@ -355,7 +357,7 @@ def _pivot_table(rows: list[dict]) -> list[str]:
                                                                 r.get("time_ratio_peer_over_unialign")),
                          fmt("abs_error_vs_unialign", r.get("abs_error_vs_unialign"))]
                 if mem:
-                    line.append(fmt("interval_peak_mb", r.get("interval_peak_mb")))
+                    line.append(fmt(mem_key, r.get(mem_key)))
         body.append(line)
     return _table(header, body)
 

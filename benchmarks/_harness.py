@@ -12,8 +12,10 @@
 Memory: a background thread reads the resident set size from ``/proc/self/statm`` about every millisecond while the
 call runs. A call that holds the GIL in C code for a long time starves that thread, so where the kernel allows it the
 peak is also read from ``VmHWM`` (``/proc/self/status``) after resetting it through ``/proc/self/clear_refs``; the
-reported peak is the larger of the two, minus the resident size just before the call. Memory the process already
-held (and reuses) is not counted; memory freed before the call ends still counts at its peak.
+reported peak is the larger of the two, minus the resident size just before the call. Before the call the C heap's
+free memory is returned to the OS (glibc ``malloc_trim``), so memory an earlier call freed and this one reuses still
+counts; memory the process still holds (caches, file pages already mapped, e.g. a memory-mapped ``.npy`` read
+earlier) does not. Memory freed before the call ends counts at its peak.
 """
 from __future__ import annotations
 
@@ -73,6 +75,28 @@ def _reset_hwm() -> bool:
         return False
 
 
+def _malloc_trim() -> None:
+    """Give the C heap's free memory back to the OS (glibc ``malloc_trim(0)``), so the next call's growth shows.
+
+    glibc raises its mmap threshold after large frees, and memory freed later stays in the heap: without a trim, a
+    call that reuses what an earlier call freed shows no growth at all. A no-op where there is no glibc.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
+
+
 class PeakMemory:
     """Context manager: peak resident memory added while the block runs, in bytes (``.peak_bytes``).
 
@@ -94,6 +118,7 @@ class PeakMemory:
                 self.peak = v
 
     def __enter__(self) -> "PeakMemory":
+        _malloc_trim()
         self.hwm_used = _reset_hwm()
         self.before = _rss_bytes()
         self.peak = self.before or 0
@@ -403,6 +428,7 @@ _MARK: dict = {}
 def mark_interval() -> None:
     """Start a memory interval for :func:`emit_interval`: reset the peak (``VmHWM``) and note the RSS now."""
     _MARK.clear()
+    _malloc_trim()
     if _reset_hwm():
         _MARK["rss"] = _rss_bytes()
 
