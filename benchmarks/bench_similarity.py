@@ -8,8 +8,9 @@ Peers, each timed on the same data in the same process:
   k-NN.
 * ``repsim``: ``repsim.cka`` (C++), where it is installed.
 
-Each call is measured by ``benchmarks._harness.measure`` (one warm-up call and three timed ones below
-``--big-n``, a single timed call at and above it): ``seconds`` is the median CPU time of this process
+Each call is measured by ``benchmarks._harness.measure``. Below n = 10,000 ours and the fast peers run in 7
+interleaved rounds after one warm-up call each (a load that drifts on a shared machine hits both alike), at and above
+it and for repsim a single timed call: ``seconds`` is the median CPU time of this process
 (``time.process_time``; with one thread it is the wall time of an idle machine, and other jobs on a shared machine
 disturb it far less than wall time), ``wall_s`` the median wall time, ``peak_mb`` the peak resident memory the call
 added (MiB). Reported per peer: the peer / unialign CPU-time ratio and the peer's absolute error against unialign's
@@ -27,7 +28,9 @@ Results go to stdout as JSON lines.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,6 +44,8 @@ from benchmarks._harness import measure
 
 # Calls at or above this n are timed once, without a warm-up (a float32 Gram peer takes minutes at n = 20,000).
 BIG_N = 10_000
+# Below BIG_N, interleaved rounds of one call of ours and one of each peer; medians over the rounds.
+ROUNDS = 7
 
 
 def _now():
@@ -51,6 +56,40 @@ def timed(fn, *args, big=False, **kw):
     """``fn(*args, **kw)`` measured by the harness: (result, Measurement)."""
     m = measure(fn, *args, repeats=1 if big else 3, warmup=0 if big else 1, **kw)
     return m.result, m
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rounds:
+    """Medians over interleaved rounds (the shape of ``_harness.Measurement`` that ``_cols`` reads)."""
+
+    cpu_s: float
+    wall_s: float
+    peak_mb: float | None
+    repeats: int
+    result: object
+
+
+def interleaved(calls: dict, rounds: int) -> dict:
+    """Each of ``calls`` (name -> zero-argument callable) once as a warm-up, then ``rounds`` rounds of one timed call
+    each, in turn: a load that drifts on a shared machine then hits ours and the peers alike. Medians per name."""
+    out = {name: [] for name in calls}
+    slowest = 0.0
+    for fn in calls.values():
+        t = time.process_time()
+        fn()
+        slowest = max(slowest, time.process_time() - t)
+    if slowest > 1.0:  # seconds per call: three rounds give the median
+        rounds = min(rounds, 3)
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            out[name].append(measure(fn, repeats=1, warmup=0))
+    res = {}
+    for name, ms in out.items():
+        peaks = [m.peak_mb for m in ms if m.peak_mb is not None]
+        res[name] = _Rounds(cpu_s=statistics.median(m.cpu_s for m in ms),
+                            wall_s=statistics.median(m.wall_s for m in ms), peak_mb=max(peaks) if peaks else None,
+                            repeats=rounds, result=ms[-1].result)
+    return res
 
 
 def _cols(m) -> dict:
@@ -185,7 +224,9 @@ def emit(rec):
     emit_interval("similarity", **rec)
 
 
-def bench_metric(metric, sizes, dx, dy, peers, ours_kw=None, big_n=BIG_N):
+def bench_metric(metric, sizes, dx, dy, peers, ours_kw=None, big_n=BIG_N, rounds=ROUNDS):
+    """Below ``big_n``: ours and every fast peer in ``rounds`` interleaved rounds (medians); at and above it, and
+    for repsim (seconds per call), one timed call each."""
     import torch
 
     from align import similarity as sim
@@ -193,32 +234,47 @@ def bench_metric(metric, sizes, dx, dy, peers, ours_kw=None, big_n=BIG_N):
     for n in sizes:
         X, Y = make_pair(n, dx, dy)
         big = n >= big_n
-        ours, m_ours = timed(sim.similarity, X, Y, metric, big=big, **(ours_kw or {}))
-        emit({"metric": metric, "n": n, "dx": dx, "dy": dy, "impl": "unialign", **_cols(m_ours), "value": ours})
+        runnable, skipped = {}, {}
         for name, fn, max_n in peers:
             if n > max_n:
-                why = (f"n > {max_n}: its linear CKA already takes ~40 s at n = 2000 here" if name == "repsim" else
-                       f"n > {max_n}: n x n float32 matrices ({4 * n * n / 1e9:.1f} GB each, several held at once)")
-                emit({"metric": metric, "n": n, "impl": name, "skipped": why})
-                continue
-            if name == "platonic":
-                args = (torch.from_numpy(X), torch.from_numpy(Y))
+                skipped[name] = (f"n > {max_n}: its linear CKA already takes ~40 s at n = 2000 here" if name == "repsim"
+                                 else f"n > {max_n}: n x n float32 matrices ({4 * n * n / 1e9:.1f} GB each, several "
+                                 "held at once)")
             else:
-                args = (X, Y)
-            try:
-                val, m = timed(fn, *args, big=big or name == "repsim")
-            except MemoryError as exc:
-                emit({"metric": metric, "n": n, "impl": name, "skipped": f"MemoryError: {exc}"})
+                args = (torch.from_numpy(X), torch.from_numpy(Y)) if name == "platonic" else (X, Y)
+                runnable[name] = (lambda fn=fn, args=args: fn(*args))
+        def ours_call(X=X, Y=Y):
+            return sim.similarity(X, Y, metric, **(ours_kw or {}))
+
+        together = {"unialign": ours_call, **{k: v for k, v in runnable.items() if k != "repsim"}}
+        try:
+            if big:
+                results = {name: timed(fn, big=True)[1] for name, fn in together.items()}
+            else:
+                results = interleaved(together, rounds)
+        except MemoryError as exc:
+            emit({"metric": metric, "n": n, "impl": "all", "skipped": f"MemoryError: {exc}"})
+            continue
+        if "repsim" in runnable:
+            results["repsim"] = timed(runnable["repsim"], big=True)[1]
+        m_ours = results.pop("unialign")
+        ours = m_ours.result
+        emit({"metric": metric, "n": n, "dx": dx, "dy": dy, "impl": "unialign", **_cols(m_ours), "value": ours})
+        for name, _, _ in peers:
+            if name in skipped:
+                emit({"metric": metric, "n": n, "impl": name, "skipped": skipped[name]})
                 continue
-            emit({"metric": metric, "n": n, "impl": name, **_cols(m), "value": val,
-                  "abs_error_vs_unialign": abs(val - ours),
+            m = results[name]
+            emit({"metric": metric, "n": n, "impl": name, **_cols(m), "value": m.result,
+                  "abs_error_vs_unialign": abs(m.result - ours),
                   "time_ratio_peer_over_unialign": round(m.cpu_s / m_ours.cpu_s, 2)})
 
 
 METRICS = ("linear_cka", "rbf_cka", "mutual_knn", "cknna", "cycle_knn")
 
 
-def run_suite(quick: bool, max_kernel_n: int | None = None, kernel_n: int | None = None, metrics=METRICS):
+def run_suite(quick: bool, max_kernel_n: int | None = None, kernel_n: int | None = None, metrics=METRICS,
+              sizes=None):
     try:
         import repsim  # noqa: F401
 
@@ -235,6 +291,8 @@ def run_suite(quick: bool, max_kernel_n: int | None = None, kernel_n: int | None
         rbf_sizes = [1000, 2000, 5000, 10000, 20000, 50000]
         knn_sizes = [1000, 5000, 10000, 20000, 50000]
         peer_max = 20000
+    if sizes:
+        lin_sizes = rbf_sizes = knn_sizes = list(sizes)
     if kernel_n:  # only the O(n^2) metrics, at this one size
         lin_sizes, rbf_sizes, knn_sizes = [], [kernel_n], [kernel_n]
     if max_kernel_n:
@@ -372,6 +430,8 @@ def main(argv=None):
                     help="run only the O(n^2) metrics (RBF CKA, kNN), at this n (e.g. 50000 with --full)")
     ap.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS),
                     help="which metrics to run (default: all)")
+    ap.add_argument("--sizes", nargs="+", type=int, default=None,
+                    help="these n for every selected metric instead of the mode's sizes")
     args = ap.parse_args(argv)
     import torch
 
@@ -381,7 +441,8 @@ def main(argv=None):
     if args.streaming:
         streaming(args.n, args.dx, args.dy, args.dir)
         return
-    run_suite(quick=not args.full, max_kernel_n=args.max_kernel_n, kernel_n=args.kernel_n, metrics=args.metrics)
+    run_suite(quick=not args.full, max_kernel_n=args.max_kernel_n, kernel_n=args.kernel_n, metrics=args.metrics,
+              sizes=args.sizes)
     if not args.kernel_n:
         precision(args.precision_n or (2000 if not args.full else 20000))
 

@@ -214,7 +214,8 @@ def full_sq_dist(z, sq, ops):
 
 def centred(X, device, batch_size, *, check: str | None = None):
     Z = load64(X, device, batch_size, check=check)
-    Z -= Z.mean(0)
+    z = Z.numpy() if Z.device.type == "cpu" else Z  # numpy's mean is cheaper for small inputs
+    z -= z.mean(0)
     return Z
 
 
@@ -248,8 +249,9 @@ def full_order_statistics(D, positions: list[int], ops, *, sample_size: int = 20
     bracket, one counting pass, and a partition of the entries inside it (a full partition if the sample missed)."""
     flat = D.reshape(-1)
     total = flat.shape[0]
-    rng = _rng()
-    idx = rng.integers(0, total, size=min(total, sample_size))
+    if total <= 10 * sample_size:  # small: one partition of a copy is cheaper than sampling
+        return [max(0.0, v) for v in ops.kth(flat, positions)]
+    idx = _rng().integers(0, total, size=sample_size)
     sample = np.asarray(ops.to_numpy(flat[ops.index(idx, flat)]), dtype=np.float64)
     lo, hi = _bracket(sample, [(p + 0.5) / total for p in positions])
     below = ops.count(flat < lo)
