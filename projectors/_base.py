@@ -233,6 +233,9 @@ def load_projector(path: str | os.PathLike, *, x_encoder: str | None = None, y_e
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"projector file {str(path)!r} does not exist; train one with `unialign fit`")
+    if _not_a_torch_file(path):
+        raise ValueError(f"{str(path)!r} holds features or JSON, not a projector; pass the file written by "
+                         "`unialign fit --out`")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a bad file
@@ -258,6 +261,24 @@ def load_projector(path: str | os.PathLike, *, x_encoder: str | None = None, y_e
     proj.metadata_ = payload.get("metadata", {})
     check_encoders(proj, x_encoder=x_encoder, y_encoder=y_encoder, where=f"projector {str(path)!r}")
     return proj
+
+
+def _not_a_torch_file(path: Path) -> bool:
+    """True for files that are clearly something else: a .npy array, JSON, a .npz archive (a zip without torch's
+    ``data.pkl``)."""
+    import zipfile
+
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY" or magic.lstrip().startswith(b"{"):
+        return True
+    if magic.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                return not any(name.endswith("data.pkl") for name in z.namelist())
+        except zipfile.BadZipFile:
+            return False
+    return False
 
 
 def check_encoders(projector: Projector, *, x_encoder: str | None = None, y_encoder: str | None = None,
