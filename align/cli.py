@@ -982,7 +982,7 @@ def experiment_runners():
 
     from .experiment import Runners
 
-    return Runners(match_evaluate=matching.evaluate, make_projector=projectors.make_projector,
+    return Runners(match_evaluate=matching.evaluate, match=matching.match, make_projector=projectors.make_projector,
                    matching_methods=tuple(matching.list_methods()),
                    projector_kinds=tuple(p["kind"] for p in projectors.list_projectors()),
                    check_match_params=check_method_params)
@@ -1005,12 +1005,9 @@ def run_command(config_path, out_dir, check, progress):
     import dataclasses
     from pathlib import Path
 
-    import matching
-
     from .experiment import _cells, load_config, run_experiment
 
-    # matching.match runs the base/query protocol (matching.query) and checks method parameters on a stand-in
-    runners = dataclasses.replace(experiment_runners(), match=matching.match)
+    runners = experiment_runners()
     cfg = load_config(config_path, runners)
     if out_dir is not None:
         cfg = dataclasses.replace(cfg, out=Path(out_dir))

@@ -213,7 +213,7 @@ def _fail(key: str, message: str) -> ConfigError:
 
 def _check_keys(obj: Any, allowed: set, key: str, required: Sequence[str] = ()) -> dict:
     if not isinstance(obj, Mapping):
-        raise _fail(key, f"must be a mapping, got {type(obj).__name__}")
+        raise _fail(key or "the experiment file", f"must be a mapping, got {type(obj).__name__}")
     unknown = sorted({"null" if k is None else str(k) for k in obj} - allowed)  # YAML reads `null:` as None
     if unknown:
         raise _fail(f"{key}.{unknown[0]}" if key else unknown[0],

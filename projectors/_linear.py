@@ -202,7 +202,12 @@ class CCAProjector(Projector):
         X, Y = check_paired(X, Y)
         check_not_constant(X, "X")
         check_not_constant(Y, "Y")
-        k = check_int("n_components", self.n_components, min_value=1, max_value=min(X.shape[1], Y.shape[1]))
+        k = check_int("n_components", self.n_components, min_value=1)
+        if k > min(X.shape[1], Y.shape[1]):
+            raise ValueError(
+                f"`n_components` must be <= min(d_x, d_y) = {min(X.shape[1], Y.shape[1])} (X has {X.shape[1]} "
+                f"features, Y {Y.shape[1]}), got {k}; pass n_components={min(X.shape[1], Y.shape[1])} or fewer"
+            )
         reg = check_float("reg", self.reg, min_value=0.0)
         n = X.shape[0]
         mx, my, sxx, sxy, syy = moments(X, Y, center=True)

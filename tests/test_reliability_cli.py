@@ -242,7 +242,7 @@ CASES = [
     # ---- run
     ("run-missing", "run {noyaml}", 1, "does not exist"),
     ("run-malformed-yaml", "run {bad_yaml}", 1, "yaml"),
-    ("run-yaml-list", "run {list_yaml}", 1, "mapping"),
+    ("run-yaml-list", "run {list_yaml}", 1, "the experiment file: must be a mapping"),
     ("run-yaml-empty", "run {empty_yaml}", 1, "required"),
     ("run-unknown-method", "run {unknown_yaml} --check", 1, "nosuch"),
     # ---- usage

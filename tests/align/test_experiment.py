@@ -19,9 +19,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "benchmarks" / "configs" / "mult
 
 @pytest.fixture(scope="module")
 def runners():
-    import matching
-
-    return dataclasses.replace(experiment_runners(), match=matching.match)
+    return experiment_runners()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 held-out-test protocols, and the provenance of results.json (align.experiment)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -19,9 +18,7 @@ from align.experiment import ConfigError, load_config, run_experiment
 
 @pytest.fixture(scope="module")
 def runners():
-    import matching
-
-    return dataclasses.replace(experiment_runners(), match=matching.match)
+    return experiment_runners()
 
 
 def _rotated(gen, X, noise=0.1):
