@@ -190,7 +190,7 @@ def retrieval_metrics(
     Q: Any,
     G: Any,
     positives: Any = None,
-    ks: Sequence[int] = (1, 5, 10),
+    ks: Sequence[int] | None = None,
     *,
     normalize: bool = True,
     chunk_size: int = 1024,
@@ -220,8 +220,9 @@ def retrieval_metrics(
         The gallery rows that are correct for each query. ``None``: row i of ``Q`` pairs with row i of ``G``
         (needs ``n_q == n_g``). A list gives several positives per query (e.g. 5 captions per image); every gallery
         row must then be some query's positive for the reverse direction to be defined.
-    ks : sequence of int
-        The cut-offs for Recall@k.
+    ks : sequence of int, optional
+        The cut-offs for Recall@k, each at most ``min(n_q, n_g)`` (both directions are ranked; beyond that Recall@k
+        is 1 by construction). Default: those of 1, 5, 10 that are at most ``min(n_q, n_g)``.
     normalize : bool
         L2-normalise rows first (cosine similarity).
     chunk_size : int
@@ -249,9 +250,16 @@ def retrieval_metrics(
             f"`Q` and `G` must have the same number of columns (one embedding space), got {Q.shape[1]} and "
             f"{G.shape[1]}; project one side first (e.g. projector.transform)"
         )
-    ks = [check_int("ks", k, min_value=1) for k in ks]
     chunk_size = check_int("chunk_size", chunk_size, min_value=1)
     n_q, n_g = Q.shape[0], G.shape[0]
+    if ks is None:
+        ks = [k for k in (1, 5, 10) if k <= min(n_q, n_g)]
+    ks = [check_int("ks", k, min_value=1) for k in ks]
+    for k in ks:
+        if k > min(n_q, n_g):
+            side = f"gallery `G` has {n_g}" if k > n_g else f"query set `Q` (ranked in the reverse direction) has {n_q}"
+            raise ValueError(f"Recall@{k} asks for more items than the {side}, where it is 1 by construction; use "
+                             f"cut-offs up to {min(n_q, n_g)}")
     pos = _normalize_positives(positives, n_q, n_g)
     inv = _invert_positives(pos, n_g)
     dev = resolve_device(device, Q, G)

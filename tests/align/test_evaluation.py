@@ -140,3 +140,14 @@ def test_matching_accuracy():
         matching_accuracy(np.array([0.0, 1.0]), np.array([0, 1]))
     with pytest.raises(ValueError, match="no known partner"):
         matching_accuracy(np.array([0, 1]), np.array([-1, -1]))
+
+
+def test_cutoffs_beyond_the_items_are_refused_and_the_default_adapts(rng):
+    Q, G = rng.standard_normal((8, 4)), rng.standard_normal((6, 4))
+    positives = np.arange(8) % 6
+    with pytest.raises(ValueError, match=r"Recall@7 .* gallery `G` has 6.*cut-offs up to 6"):
+        retrieval_metrics(Q, G, positives, ks=(1, 7))
+    with pytest.raises(ValueError, match=r"Recall@7 .*query set `Q` .* has 6"):
+        retrieval_metrics(G, Q, [np.array([i, i + 6]) if i < 2 else np.array([i]) for i in range(6)], ks=(7,))
+    res = retrieval_metrics(Q, G, positives)  # default (1, 5, 10) keeps the cut-offs that fit: 1 and 5
+    assert sorted(res.query_to_gallery.recall) == [1, 5]
