@@ -69,6 +69,7 @@ class StitchedEncoder:
                 f"the projector takes {n_in}-d inputs but encoder {encoder.spec!r} gives {encoder.dim}-d features; "
                 "load the encoder with the layer and pooling the projector was trained on"
             )
+        _check_trained_on(getattr(projector, "metadata_", None) or {}, getattr(encoder, "spec", None), target)
         self.encoder = encoder
         self.projector = projector
         self.target = target
@@ -104,6 +105,17 @@ class StitchedEncoder:
         return f"StitchedEncoder(spec={self.spec!r}, dim={self.dim})"
 
 
+def _check_trained_on(meta: dict, source: str | None, target: str | None) -> None:
+    """Refuse a source / target encoder other than the ones the projector's metadata says it was trained on."""
+    for side, given, role in (("x", source, "source"), ("y", target, "target")):
+        recorded = meta.get(f"{side}_encoder")
+        if given is not None and recorded is not None and str(given) != str(recorded):
+            raise ValueError(
+                f"the projector was trained on {role} features of encoder {recorded!r} but is stitched to "
+                f"{given!r}; use {recorded!r}, or refit the projector on {given!r} features"
+            )
+
+
 def load_stitched(
     path: str | os.PathLike,
     *,
@@ -121,8 +133,8 @@ def load_stitched(
     load_projector : callable
         ``projectors.load_projector``.
     encoder, target : str, optional
-        Override the source / target encoder specs recorded in the checkpoint (``x_encoder`` / ``y_encoder``);
-        needed when it records none.
+        The source / target encoder specs, needed when the checkpoint records none (``x_encoder`` /
+        ``y_encoder``); one that contradicts the recorded spec is refused (``ValueError``) before any model loads.
     **encoder_options
         Extra options for ``load_encoder`` (``device``, ``dtype``, ``batch_size``); ``layers`` and ``pooling`` come
         from the checkpoint unless given here.
@@ -141,6 +153,7 @@ def load_stitched(
             f"projector {str(path)!r} records no source encoder; pass --encoder SPEC, or refit it with "
             "`unialign fit --x-encoder SPEC` so the checkpoint names it"
         )
+    _check_trained_on(meta, source, target)  # before loading an encoder the projector would refuse
     options = dict(encoder_options)
     if meta.get("layer") is not None and "layers" not in options:
         layer = meta["layer"]

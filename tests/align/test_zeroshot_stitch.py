@@ -70,6 +70,12 @@ def test_stitched_encoder_checks_its_parts(head_projector, tmp_path):
         StitchedEncoder(_FakeEncoder(dim=7), proj)
     with pytest.raises(ValueError, match="not fitted"):
         StitchedEncoder(enc, projectors.make_projector("linear"))
+    with pytest.raises(ValueError, match="source features of encoder 'efficientnet-lite0' but is stitched to 'fake'"):
+        StitchedEncoder(_FakeEncoder(dim=1280), proj)
+    with pytest.raises(ValueError, match="target features of encoder 'minilm' but is stitched to 'e5-small'"):
+        StitchedEncoder(enc, proj, target="e5-small")
+    with pytest.raises(ValueError, match="stitched to 'fake'"):
+        load_stitched(path, load_projector=projectors.load_projector, encoder="fake")
     bare = tmp_path / "bare.pt"
     proj.save(bare)
     proj.metadata_ = {}
