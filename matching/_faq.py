@@ -329,7 +329,9 @@ def faq(
     transport : bool, default False
         Replace the assignment step by entropic optimal transport (GOAT, Saad-Eldin et al. 2021, graspologic's
         ``transport=True``): the direction is the Sinkhorn solution with regulariser ``max|grad| / transport_reg``.
-        Smoother path; it recovered unseeded matches where plain FAQ did not.
+        Smoother path; it recovered unseeded matches where plain FAQ did not. The Sinkhorn step is POT's
+        ``sinkhorn_knopp`` as graspologic calls it (same iterates and stopping rule), each restart stopping on its
+        own.
     transport_reg, transport_max_iter, transport_tol
         Sinkhorn settings (graspologic's defaults 100, 1000, 0.05).
     two_opt : bool, default False
@@ -358,7 +360,10 @@ def faq(
     step size needs no product: :math:`\langle A D B^\top, D\rangle` for ``D = Q - P`` comes from the kept
     products and gathers, so the last iteration (step 0) costs only its assignment. When the matrices are kernels
     ``F F^T`` of ``n x d`` features (see :func:`matching.match`), the products cost :math:`O(m^2 d)` instead of
-    :math:`O(m^3)`.
+    :math:`O(m^3)`. The assignment (scipy's ``linear_sum_assignment``, :math:`O(m^3)`) is skipped when every row of
+    the gradient has a strict maximum in a distinct column: that is the unique optimum, the one scipy would return.
+    With ``transport=True`` each step runs Sinkhorn on the dense ``Q`` instead, and the products with ``Q`` are
+    full products (no gather).
 
     References
     ----------
