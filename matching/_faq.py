@@ -140,8 +140,8 @@ def _sinkhorn_max(grad, reg: float, max_iter: int, tol: float, cache_bytes: int 
 
 
 @np.errstate(all="ignore")  # inf / nan scalings are caught in the loop and solved again in the log domain
-def _sinkhorn_knopp(grad, reg: float, max_iter: int, tol: float):
-    """:func:`_sinkhorn_max` on one chunk."""
+def _sinkhorn_knopp(grad, reg: float, max_iter: int, tol: float, use_numpy: bool | None = None):
+    """:func:`_sinkhorn_max` on one chunk (matrix–vector products by numpy on CPU unless ``use_numpy=False``)."""
     import torch
 
     r, m, _ = grad.shape
@@ -150,7 +150,9 @@ def _sinkhorn_knopp(grad, reg: float, max_iter: int, tol: float):
     out = torch.empty_like(grad)
     alive = torch.arange(r, device=grad.device)
     failed = []
-    if grad.device.type == "cpu":  # numpy's batched matrix-vector products are ~5x faster than torch.bmm's on CPU
+    if use_numpy is None:
+        use_numpy = grad.device.type == "cpu"
+    if use_numpy:  # numpy's batched matrix-vector products are ~5x faster than torch.bmm's on CPU
         def uK(u, K):
             return torch.from_numpy(np.matmul(u.numpy()[:, None, :], K.numpy())[:, 0])
 

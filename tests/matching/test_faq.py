@@ -184,11 +184,12 @@ def test_torch_input_and_float32():
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_equals_cpu(paired_features):
+@pytest.mark.parametrize("transport", [False, True])
+def test_gpu_equals_cpu(paired_features, transport):
     X, Y = paired_features
     seeds = np.array([[0, 0], [1, 1], [2, 2]])
-    cpu = matching.match(X, Y, "faq", seeds, rng=0, n_init=8)
-    gpu = matching.match(X, Y, "faq", seeds, rng=0, n_init=8, device="cuda")
+    cpu = matching.match(X, Y, "faq", seeds, rng=0, n_init=8, transport=transport)
+    gpu = matching.match(X, Y, "faq", seeds, rng=0, n_init=8, device="cuda", transport=transport)
     np.testing.assert_array_equal(cpu.col_ind, gpu.col_ind)
     assert gpu.score == pytest.approx(cpu.score, rel=1e-9)
 
@@ -244,13 +245,15 @@ def test_scale_domain_sinkhorn_equals_pots_plan(m, tol, max_iter):
 
 def test_sinkhorn_chunks_and_log_domain_give_the_same_plan():
     torch = pytest.importorskip("torch")
-    from matching._faq import _sinkhorn_max, _sinkhorn_max_log
+    from matching._faq import _sinkhorn_knopp, _sinkhorn_max, _sinkhorn_max_log
 
     G = torch.from_numpy(np.random.default_rng(0).normal(size=(5, 30, 30)))
     whole = _sinkhorn_max(G, 10.0, 1000, 1e-6)
     one_by_one = _sinkhorn_max(G, 10.0, 1000, 1e-6, cache_bytes=1)  # five chunks of one
     torch.testing.assert_close(one_by_one, whole, rtol=0, atol=1e-12)
     torch.testing.assert_close(_sinkhorn_max_log(G, 10.0, 1000, 1e-6), whole, rtol=0, atol=1e-9)
+    torch_path = _sinkhorn_knopp(G, 10.0, 1000, 1e-6, use_numpy=False)  # the GPU code path, run on CPU
+    torch.testing.assert_close(torch_path, whole, rtol=0, atol=1e-12)
 
 
 def test_sinkhorn_falls_back_to_the_log_domain_when_the_scalings_leave_floating_point_range(monkeypatch):
