@@ -278,9 +278,9 @@ def _group(row: dict) -> str:
         return "precision"
     if "streaming_n" in row:
         return "streaming"
-    case = row.get("case")
+    case = row.get("case")  # real_data.py: "multi30k/similarity", "imagenet/total", "total"
     if isinstance(case, str):
-        return case.split("/", 1)[0]
+        return "totals" if case == "total" or case.endswith("/total") else case
     return "results"
 
 
