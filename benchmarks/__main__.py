@@ -408,7 +408,7 @@ def _markers(suite: str) -> tuple[str, str]:
 def replace_between_markers(text: str, suite: str, block: str) -> str:
     """``text`` with everything between the suite's begin/end markers replaced by ``block`` (markers kept)."""
     begin, end = _markers(suite)
-    pattern = re.compile(re.escape(begin) + r"\n.*?" + re.escape(end), re.S)
+    pattern = re.compile(re.escape(begin) + r"\n.*?" + re.escape(end), re.DOTALL)
     if len(pattern.findall(text)) != 1:
         raise ValueError(f"the README must contain {begin} ... {end} exactly once (each on its own line); "
                          f"add them where the {suite} tables go")

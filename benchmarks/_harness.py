@@ -158,10 +158,10 @@ class Measurement:
     ``wall_s`` / ``cpu_s`` are medians over the timed repeats (warm-up calls excluded); ``wall_times`` /
     ``cpu_times`` every timed repeat. ``cpu_s`` is ``time.process_time`` of this process (all its threads), which
     other jobs on a shared machine disturb far less than wall time; ``children_cpu_s`` (median) the CPU time of
-    child processes that ended and were waited for during the call (DataLoader workers, subprocess peers). ``peak_mb`` is the largest peak over the timed
-    repeats of the resident memory the call added; ``cuda_peak_mb`` the largest ``torch.cuda.max_memory_allocated``
-    above what was allocated before the call (None off CUDA). ``result`` is the last call's return value (not in
-    :meth:`to_dict`).
+    child processes that ended and were waited for during the call (DataLoader workers, subprocess peers).
+    ``peak_mb`` is the largest peak over the timed repeats of the resident memory the call added; ``cuda_peak_mb``
+    the largest ``torch.cuda.max_memory_allocated`` above what was allocated before the call (None off CUDA).
+    ``result`` is the last call's return value (not in :meth:`to_dict`).
     """
 
     wall_s: float
@@ -251,7 +251,8 @@ def measure(fn: Callable[..., Any], *args: Any, repeats: int = 3, warmup: int = 
         if cuda:
             cuda_peaks.append((torch.cuda.max_memory_allocated(device) - alloc0) / _MB)
     return Measurement(wall_s=statistics.median(walls), cpu_s=statistics.median(cpus), wall_times=tuple(walls),
-                       cpu_times=tuple(cpus), children_cpu_s=statistics.median(kids), peak_mb=max(peaks) if peaks else None,
+                       cpu_times=tuple(cpus), children_cpu_s=statistics.median(kids),
+                       peak_mb=max(peaks) if peaks else None,
                        cuda_peak_mb=max(cuda_peaks) if cuda_peaks else None, repeats=repeats, warmup=warmup,
                        result=result)
 

@@ -11,7 +11,7 @@ bare CPU / (end-to-end CPU + workers' CPU): the share of all CPU spent that is t
 shared machine disturb less than wall time), and the peak resident memory each call added to this process (the
 decoding workers are separate processes, not counted), plus the peak CUDA allocation with ``--device cuda``.
 
-    python benchmarks/bench_extraction.py --smoke                       # 16 images, seconds: `python -m benchmarks run --quick`
+    python benchmarks/bench_extraction.py --smoke                       # 16 images: `python -m benchmarks run --quick`
     python benchmarks/bench_extraction.py --quick                       # 64 images, 1 repeat
     python benchmarks/bench_extraction.py --n 512 --repeats 3           # the figure in benchmarks/README.md
     python benchmarks/bench_extraction.py --n 512 --device cuda --workers 4

@@ -97,7 +97,7 @@ def _throughput(args, tmp: Path) -> list[dict]:
             continue
         runs = []
 
-        def fit():  # a fresh projector per repeat; the trainer's own epoch clock per run
+        def fit(kind=kind, loss=loss, extra=extra, runs=runs):  # a fresh projector per repeat; trainer's clock
             p = make_projector(kind, loss=loss, batch_size=args.batch_size, max_epochs=args.epochs,
                                val_fraction=0.0, device=device, rng=0, **extra)
             p.fit(X, Y)

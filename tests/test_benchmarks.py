@@ -67,6 +67,10 @@ def test_quick_run_reports_every_suite(quick):
     assert {r["kind"] for r in pr} == {"linear", "mlp"} and all(r["peak_mb"] is not None for r in pr)
 
 
+def _block(text: str, suite: str) -> str:
+    return re.search(rf"<!-- generated:{suite}:begin -->\n(.*?)<!-- generated:{suite}:end -->", text, re.DOTALL)[1]
+
+
 @pytest.mark.slow
 def test_tables_rewrite_only_between_markers_and_are_idempotent(quick, tmp_path, capsys):
     readme = tmp_path / "README.md"
@@ -78,16 +82,17 @@ def test_tables_rewrite_only_between_markers_and_are_idempotent(quick, tmp_path,
     assert readme.read_text() == once  # idempotent
 
     def outside(text):
-        return re.sub(r"(<!-- generated:(\w+):begin -->\n).*?(<!-- generated:\2:end -->)", r"\1\3", text, flags=re.S)
+        return re.sub(r"(<!-- generated:(\w+):begin -->\n).*?(<!-- generated:\2:end -->)", r"\1\3", text,
+                      flags=re.DOTALL)
 
     assert outside(once) == outside(original)  # nothing outside the markers changed
     for suite in SUITES:
-        block = re.search(rf"<!-- generated:{suite}:begin -->\n(.*?)<!-- generated:{suite}:end -->", once, re.S)[1]
+        block = _block(once, suite)
         assert "python -m benchmarks run --quick" in block and "Machine: " in block
         rows = [r for r in quick["doc"]["rows"] if r["suite"] == suite]
         if any(not _harness.skip_reason(r) for r in rows if "metric" in r or "section" in r or "task" in r):
             assert "|---|" in block, f"{suite}: no table"
-    sim = re.search(r"<!-- generated:similarity:begin -->\n(.*?)<!-- generated:similarity:end -->", once, re.S)[1]
+    sim = _block(once, "similarity")
     assert "gram_f32 / unialign" in sim and "×" in sim  # peer / ours ratios
 
 
