@@ -469,7 +469,7 @@ def rbf_cka(X, Y, *, sigma="median", median_scale=1.0, batch_size=None, device=N
 
     Everything is float64. Up to n ≈ 4,096 (two n × n float64 matrices in 256 MB) and without ``batch_size`` the
     whole kernel matrices are built (``syrk``, then ``exp`` in place); beyond, square tiles on and above the
-    diagonal (two 512 × 512 tiles of memory), each one GEMM of norm-augmented rows. The median is bracketed by a
+    diagonal (two 512 × 512 tiles plus copies of the rows), each one GEMM of norm-augmented rows. The median is bracketed by a
     sample of pairs and settled by one float32 pass whose error bound is proven (see
     ``align._similarity._kernel``), with the undecided pairs recomputed in float64. On one CPU thread this took
     1.2-4.5× less CPU time than the float32 Gram-matrix code of the papers at n = 1,000-20,000 (0.8× at

@@ -22,7 +22,9 @@ Two routes to those sums, both in float64:
 * **square tiles** of ``TILE`` (or ``batch_size``) rows otherwise. Only tiles on or above the diagonal are built (K is
   symmetric, so an off-diagonal tile counts twice), each as a single GEMM of rows augmented with their squared norms,
   so that the tile *is* the exponent :math:`-\\|z_i - z_j\\|^2 / (2\\sigma^2)`; ``exp`` then runs in place on the
-  same buffer. Memory: two tiles. Time: :math:`n^2 (d_x + d_y)` multiply-adds (half of the full products).
+  same buffer. Memory: two tiles, a few ``n × (d + 2)`` copies of the rows, and the pairs the median pass keeps
+  (about ``KEEP_TARGET``, 36 MB): 313 MB at n = 20,000, d = 384 + 256. Time: :math:`n^2 (d_x + d_y) / 2`
+  multiply-adds for the sums (half of the full products) plus a float32 pass of the same size for each median.
 
 On CPU the engine runs on numpy views of the float64 tensors (numpy's float64 ``exp`` is about twice as fast as
 torch's, and ``Z @ Z.T`` runs ``syrk``); on other devices the same code runs on torch tensors.
