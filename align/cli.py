@@ -249,8 +249,6 @@ def similarity_command(x_path, y_path, metric, n_permutations, seed, params, sig
         kwargs["k"] = k
     X = load_feature_option(x_path)
     Y = load_feature_option(y_path)
-    if X.ndim == 2 and Y.ndim == 2 and isinstance(metric, str):
-        check_similarity_memory(metric, X.shape[0], X.shape[1], Y.shape[1], kwargs, batch_size, device)
     result = sim.compare(X, Y, metric, batch_size=batch_size, device=device, **kwargs)
     out = result.to_dict()
     if n_permutations:
@@ -261,49 +259,6 @@ def similarity_command(x_path, y_path, metric, n_permutations, seed, params, sig
     out["provenance"] = result_provenance(x=Path(x_path), y=Path(y_path), metric=metric, params=kwargs,
                                           seed=seed if n_permutations else None)
     emit(out)
-
-
-def check_similarity_memory(metric: str, n: int, dx: int, dy: int, params: dict, batch_size: int | None,
-                            device: Any) -> None:
-    """Refuse, before allocating, a similarity whose route cannot fit in the free memory (float64 bytes).
-
-    Feature-space routes hold ``d x d`` moment matrices (CCA and Procrustes decompose them: twice that); Gram and
-    k-NN routes a float64 copy of both inputs plus one block of kernel rows; RSA both condensed ``n x n``
-    dissimilarity matrices and their ranks.
-    """
-    from ._similarity import _kernel
-    from ._similarity._registry import features_route
-    from ._validation import check_memory
-
-    block_bytes = getattr(_kernel, "BLOCK_BYTES", 128 * 2**20)  # the Gram routes' block budget
-
-    n, dx, dy = int(n), int(dx), int(dy)
-    moments = 8.0 * (dx * dx + dy * dy + dx * dy)
-    copies = 8.0 * n * (dx + dy)
-    block = 8.0 * 4 * n * (min(n, block_bytes // (8 * 4 * max(n, 1))) if batch_size is None else batch_size)
-    if metric in ("svcca", "pwcca"):
-        need, route = 2 * moments, "feature-space moments"
-    elif metric in ("linear_cka", "procrustes") or (metric == "unbiased_cka" and params.get("kernel", "linear")
-                                                    == "linear"):
-        if features_route(n, dx, dy):
-            factor = 2 if metric in ("procrustes", "unbiased_cka") else 1  # SVD / higher moments
-            need, route = factor * moments, "feature-space moments"
-        else:
-            need, route = copies + block, "Gram blocks"
-    elif metric == "rsa":
-        need, route = 8.0 * 3 * n * (n - 1) / 2 + copies, "condensed n x n dissimilarity matrices"
-    elif metric == "minibatch_cka":
-        m = int(params.get("minibatch_size", 1024) or 1024)
-        need, route = 8.0 * m * (dx + dy) + 8.0 * 2 * m * m, "minibatch Gram matrices"
-    else:  # rbf_cka, unbiased_cka (rbf), mutual_knn, cknna, cycle_knn
-        need, route = copies + block + 8.0 * 2 * n * int(params.get("k", 10) or 10), "Gram / k-NN blocks"
-    if route == "Gram blocks" or "moments" in route:
-        fix = "reduce the dimensions (e.g. PCA first) or the number of items, or use a machine with more memory"
-    else:
-        fix = ("measure a random subset of the items, or use linear_cka (its feature-space route needs no n x n "
-               "matrices) or minibatch_cka")
-    check_memory(need, f"--metric {metric} on ({n:,}, {dx:,}) and ({n:,}, {dy:,}) features ({route})", fix,
-                 device=device)
 
 
 # ---------------------------------------------------------------------------------------------------- embed --
@@ -651,33 +606,6 @@ def _read_pairs(path: str) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
 
 
-def check_match_memory(method: str, n_x: int, n_y: int, options: dict, dims: tuple[int, int] = (0, 0)) -> None:
-    """Refuse, before allocating, a matching whose dense ``n x n`` matrices cannot fit in the free memory.
-
-    Estimates in float64 bytes: the structural methods hold both kernel matrices and a few ``n_x x n_y``
-    matrices (faq: per batched restart), the anchor methods one score matrix and the assignment's copy.
-    """
-    from ._validation import check_memory
-
-    pairs = float(n_x) * float(n_y)
-    kernels = float(n_x) ** 2 + float(n_y) ** 2
-    n_init = options.get("n_init") or 1
-    n_init = n_init if isinstance(n_init, int) and n_init > 0 else 1
-    if method == "faq":
-        low_rank = (options.get("kernel", "cosine") in ("linear", "cosine") and options.get("low_rank", "auto")
-                    is not False and max(dims) < 0.6 * min(n_x, n_y))  # faq_features then keeps (n, d) factors
-        need = 8 * ((0 if low_rank else kernels) + pairs * (2 + 3 * n_init))
-    elif method in ("gw", "entropic_gw", "fused_gw"):
-        need = 8 * (2 * kernels + 6 * pairs)
-    elif method == "local_cka":
-        need = 8 * (kernels + 4 * pairs)
-    else:  # procrustes, lstsq, relative, asif: one similarity matrix, assigned
-        need = 8 * 3 * pairs
-    check_memory(need, f"--method {method} on {n_x:,} x {n_y:,} items (dense {n_x:,} x {n_y:,} matrices)",
-                 "match fewer items (a subset, or the evaluation protocol with --n-seeds/--n-query) or use a "
-                 "machine with more memory", device=options.get("device"))
-
-
 @main.command("match")
 @click.argument("x_path", metavar="X")
 @click.argument("y_path", metavar="Y")
@@ -724,9 +652,6 @@ def match_command(x_path, y_path, method, seeds_path, n_seeds, n_query, splits, 
     X = load_feature_option(x_path)
     Y = load_feature_option(y_path)
     if seeds_path is None:
-        m = min(int(n_seeds) + int(n_query), X.shape[0] if X.ndim else 0)  # each split matches this many items
-        if X.ndim == 2 and Y.ndim == 2:
-            check_match_memory(method, m, m, options, dims=(X.shape[1], Y.shape[1]))
         res = matching.evaluate(X, Y, method, n_seeds=n_seeds, n_query=n_query, n_splits=splits,
                                 seed_selection=seed_selection, rng=seed, **options)
         emit({"x": x_path, "y": y_path, **res.to_dict(),
@@ -734,8 +659,6 @@ def match_command(x_path, y_path, method, seeds_path, n_seeds, n_query, splits, 
                                               seed=seed)})
         return
     pairs = _read_pairs(seeds_path)
-    if X.ndim == 2 and Y.ndim == 2:
-        check_match_memory(method, X.shape[0], Y.shape[0], options, dims=(X.shape[1], Y.shape[1]))
     res = matching.match(X, Y, method=method, partial_match=pairs, rng=seed, **options)
     out = {"x": x_path, "y": y_path, "n_x": int(X.shape[0]), "n_y": int(Y.shape[0]), "n_seeds": len(pairs),
            **res.to_dict(),
@@ -810,9 +733,6 @@ def select_command(dataset_spec, encoder_specs, feature_files, metric, n_permuta
                              f"got shape {X.shape}")
         features[name] = X
         sources[name] = Path(str(path))
-    widths = sorted((int(np.shape(f)[1]) for f in features.values() if np.ndim(f) == 2), reverse=True)
-    if len(widths) >= 2 and isinstance(metric, str):
-        check_similarity_memory(metric, len(dataset), widths[0], widths[1], {}, None, None)
     ranking = sim.rank_pairs(features, metric, n_permutations=n_permutations, rng=seed)
     out = ranking.to_dict()
     out["dataset"] = dataset_spec

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from ._similarity._common import check_batch_size, compute_device, validate_pair
+from ._similarity._memory import check_similarity_memory
 from ._similarity._registry import INVARIANCES, SPECS, MetricInfo, bind_params, get_spec
 from ._validation import check_int, check_rng, is_torch
 
@@ -251,6 +252,7 @@ def compare(X: Any, Y: Any, metric: str = "linear_cka", *, batch_size: int | Non
     p = bind_params(spec, params)
     batch_size = check_batch_size(batch_size)
     X, Y = validate_pair(X, Y, min_rows=spec.min_rows, metric=metric)
+    check_similarity_memory(metric, X.shape[0], X.shape[1], Y.shape[1], p, batch_size, device)
     dev = compute_device(device, X, Y)
     value, derived = _run(spec, X, Y, dev, batch_size, p)
     return SimilarityResult(metric=metric, value=float(value), n=int(X.shape[0]), kind=spec.info.kind,
@@ -319,6 +321,7 @@ def permutation_null(X: Any, Y: Any, metric: str = "linear_cka", n_permutations:
     gen = check_rng(rng)
     batch_size = check_batch_size(batch_size)
     X, Y = validate_pair(X, Y, min_rows=spec.min_rows, metric=metric)
+    check_similarity_memory(metric, X.shape[0], X.shape[1], Y.shape[1], p, batch_size, device)
     dev = compute_device(device, X, Y)
     n, dx = X.shape
     dy = Y.shape[1]

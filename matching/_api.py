@@ -7,7 +7,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from align._validation import check_array, check_choice, check_not_constant, check_partial_match, is_torch
+from align._validation import (check_array, check_choice, check_memory, check_not_constant, check_partial_match,
+                               is_torch)
 
 from ._assign import assign
 from ._kernels import KERNELS, kernel_factor, kernel_matrix
@@ -125,6 +126,33 @@ def check_method_params(method: str, params: dict) -> tuple[Callable, int]:
     return func, min_seeds
 
 
+def check_match_memory(method: str, n_x: int, n_y: int, options: dict, dims: tuple[int, int] = (0, 0)) -> None:
+    """Refuse, before allocating, a matching whose dense ``n x n`` matrices cannot fit in the free memory.
+
+    Raises :class:`align._validation.MemoryBudgetError` (a ``ValueError``) naming the memory needed and the fix.
+
+    Estimates in float64 bytes: the structural methods hold both kernel matrices and a few ``n_x x n_y``
+    matrices (faq: per batched restart), the anchor methods one score matrix and the assignment's copy.
+    """
+    pairs = float(n_x) * float(n_y)
+    kernels = float(n_x) ** 2 + float(n_y) ** 2
+    n_init = options.get("n_init") or 1
+    n_init = n_init if isinstance(n_init, int) and n_init > 0 else 1
+    if method == "faq":
+        low_rank = (options.get("kernel", "cosine") in ("linear", "cosine") and options.get("low_rank", "auto")
+                    is not False and max(dims) < 0.6 * min(n_x, n_y))  # faq_features then keeps (n, d) factors
+        need = 8 * ((0 if low_rank else kernels) + pairs * (2 + 3 * n_init))
+    elif method in ("gw", "entropic_gw", "fused_gw"):
+        need = 8 * (2 * kernels + 6 * pairs)
+    elif method == "local_cka":
+        need = 8 * (kernels + 4 * pairs)
+    else:  # procrustes, lstsq, relative, asif: one similarity matrix, assigned
+        need = 8 * 3 * pairs
+    check_memory(need, f"method {method!r} on {n_x:,} x {n_y:,} items (dense {n_x:,} x {n_y:,} matrices)",
+                 "match fewer items (a subset, or the evaluation protocol: matching.evaluate, `unialign match "
+                 "--n-seeds --n-query`) or use a machine with more memory", device=options.get("device"))
+
+
 def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: Any = None, **params) -> MatchResult:
     r"""Find which row of ``Y`` corresponds to each row of ``X`` without training, from structure and a few known pairs.
 
@@ -166,6 +194,7 @@ def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: A
     func, min_seeds = check_method_params(method, params)
     X = check_array(X, "X")
     Y = check_array(Y, "Y")
+    check_match_memory(method, X.shape[0], Y.shape[0], params, dims=(X.shape[1], Y.shape[1]))
     if not is_torch(X) and not X.flags.writeable:  # memory-mapped caches: torch wants writable memory
         X = np.array(X)
     if not is_torch(Y) and not Y.flags.writeable:

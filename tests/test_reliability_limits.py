@@ -142,15 +142,30 @@ def test_similarity_beyond_free_memory_is_refused(files, small_memory, metric, f
 def test_enormous_width_names_the_memory_and_the_fix(files, monkeypatch):
     """(n, d) = (10, 10,000,000) float32 is a 400 MB file; the float64 copies of the Gram route need 1.5 GiB."""
     monkeypatch.setattr(validation, "available_memory", lambda device=None: 2**30)
-    from align.cli import check_similarity_memory
+    from align._similarity._memory import check_similarity_memory
+    from matching._api import check_match_memory
 
     with pytest.raises(ValueError, match=r"\(10, 10,000,000\).* needs about 1\.\d GiB but only 1\.0 GiB .*"
                                          r"reduce the dimensions"):
         check_similarity_memory("linear_cka", 10, 10_000_000, 10_000_000, {}, None, None)
     with pytest.raises(MemoryError, match=r"1,000,000 x 1,000,000 items.* TiB"):
-        from align.cli import check_match_memory
-
         check_match_memory("faq", 1_000_000, 1_000_000, {}, dims=(384, 384))
+
+
+def test_the_python_api_is_guarded_too(small_memory, rng):
+    """matching.match / evaluate and similarity.compare / permutation_null refuse before allocating."""
+    import matching
+    from align import similarity
+
+    X, Y = rng.standard_normal((40, 6)), rng.standard_normal((40, 5))
+    with pytest.raises(MemoryError, match=r"method 'gw' on 40 x 40 items.*match fewer items"):
+        matching.match(X, Y, "gw", partial_match=[[0, 0], [1, 1]])
+    with pytest.raises(MemoryError, match=r"method 'faq' on 15 x 15 items"):
+        matching.evaluate(X, Y, "faq", n_seeds=5, n_query=10, n_splits=1, rng=0)
+    with pytest.raises(MemoryError, match=r"metric 'rbf_cka' on \(40, 6\) and \(40, 5\).*random subset"):
+        similarity.compare(X, Y, "rbf_cka")
+    with pytest.raises(MemoryError, match=r"metric 'rsa'"):
+        similarity.permutation_null(X, Y, "rsa", n_permutations=2, rng=0)
 
 
 def test_check_memory_unknown_or_sufficient_never_refuses(monkeypatch):
@@ -267,4 +282,4 @@ def test_closed_form_fit_and_select_beyond_free_memory_are_refused(files, small_
     lines.write_text("".join(f"item {i}\n" for i in range(10)))
     line = _error(_invoke(["select", "--dataset", f"text:{lines}", "--features", f"a={files['wide']}",
                            "--features", f"b={files['wide']}", "--metric", "rsa", "--no-progress"], 1))
-    assert "--metric rsa on (10, 3,000)" in line and "only 4.0 KiB" in line
+    assert "metric 'rsa' on (10, 3,000)" in line and "only 4.0 KiB" in line
