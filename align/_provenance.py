@@ -57,7 +57,8 @@ def _sha256(path: Path) -> str:
 
 def _cache_digest(path: Path, size: int) -> str | None:
     meta_path = path.parent / "meta.json"
-    if not meta_path.is_file():
+    # the cache writes meta.json last: a file modified after it (even to the same size) is hashed, not trusted
+    if not meta_path.is_file() or path.stat().st_mtime_ns > meta_path.stat().st_mtime_ns:
         return None
     try:
         for entry in (json.loads(meta_path.read_text()).get("files") or {}).values():

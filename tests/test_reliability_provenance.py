@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from importlib import metadata
 from pathlib import Path
 
@@ -242,13 +243,18 @@ def test_a_cache_file_is_identified_by_its_entry_digest(tmp_path):
     assert path.name in {f["file"] for f in meta["files"].values()}
     record = provenance(x=path)["x"]
     assert record["sha256"] == _sha(path) and record["encoder"] == "toy-encoder:8:0"
-    # the entry's digest is what is read (no re-hash) while the size matches; a file of another size is hashed
+    # the entry's digest is what is read (no re-hash) while the size matches and the file is not newer than
+    # meta.json (written last); a file of another size, or rewritten afterwards, is hashed
     for folder, size, expected in (("same", path.stat().st_size, "f" * 64), ("other", 1, _sha(path))):
         (tmp_path / folder).mkdir()
+        (tmp_path / folder / path.name).write_bytes(path.read_bytes())
         entry = {"a": {"file": path.name, "bytes": size, "sha256": "f" * 64}}
         (tmp_path / folder / "meta.json").write_text(json.dumps({"files": entry}))
-        (tmp_path / folder / path.name).write_bytes(path.read_bytes())
+        os.utime(tmp_path / folder / path.name, ns=(0, 0))  # older than meta.json, whatever the clock's resolution
         assert provenance(x=tmp_path / folder / path.name)["x"]["sha256"] == expected
+    rewritten = tmp_path / "same" / path.name
+    rewritten.write_bytes(bytes(255 - b for b in path.read_bytes()))  # same size, new content, newer than the meta
+    assert provenance(x=rewritten)["x"]["sha256"] == _sha(rewritten) != "f" * 64
 
 
 def test_zeroshot_records_projector_encoders_images_and_class_vectors(tmp_path):
