@@ -666,6 +666,21 @@ def preflight(cfg: ExperimentConfig, runners: Runners | None, shapes: Mapping[st
                         _try_match(runners, spec.name, params, max(2, min_seeds.get(i, 0)), dim(x) or 8, dim(y) or 8,
                                    f"matching.methods[{i}].params")
 
+    if cfg.projectors:  # Recall@k on the test split refuses k > its size; say so now, not after the training
+        p = cfg.projectors
+        for x, y in cfg.pairs:
+            if p["test"]:
+                known = [rows(p["test"][s]) for s in (x, y) if rows(p["test"][s]) is not None]
+                n_test, where = (min(known), f"the test feature set {p['test'][x]!r} has") if known else (None, "")
+            else:
+                n = rows(x) if rows(x) is not None else rows(y)
+                n_test = None if n is None else max(1, round(p["test_fraction"] * n))
+                where = f"test_fraction {p['test_fraction']:g} of the {n} items of {x!r} leaves"
+            if n_test is not None and p["ks"][-1] > n_test:
+                fix = "" if p["test"] else " or raise projectors.test_fraction"
+                raise _fail("projectors.ks", f"Recall@{p['ks'][-1]} needs at least {p['ks'][-1]} test items but "
+                                             f"{where} {n_test}; use cut-offs up to {n_test}{fix}")
+
     if cfg.projectors and runners.make_projector is not None:
         p = cfg.projectors
         n_train = [rows(x) if p["test"] else rows(x) - max(1, round(p["test_fraction"] * rows(x)))

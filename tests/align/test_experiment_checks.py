@@ -251,6 +251,32 @@ def test_projectors_train_on_the_pairs_and_test_on_the_test_sets(toy, runners):
         load_config(_write(toy, cfg), runners)
 
 
+def test_recall_cut_offs_must_fit_in_the_test_split(toy, runners):
+    """projectors.ks larger than the test split fails the check (and the start of a run), not after the training."""
+    cfg = _base(similarity=None, projectors={"kinds": ["procrustes"], "test_fraction": 0.05})  # 6 of 120 items
+    assert re.fullmatch(r"error: projectors.ks: Recall@10 needs at least 10 test items but test_fraction 0.05 of "
+                        r"the 120 items of 'x' leaves 6; use cut-offs up to 6 or raise projectors.test_fraction",
+                        _cli_error(_write(toy, cfg)))
+    cfg["projectors"]["ks"] = [1, 6]  # the largest that fits
+    assert load_config(_write(toy, cfg), runners).projectors["ks"] == (1, 6)
+    # held-out test feature sets: their rows are the split
+    np.save(toy / "xq8.npy", np.load(toy / "xq.npy")[:8])
+    np.save(toy / "yq8.npy", np.load(toy / "yq.npy")[:8])
+    held = _base(similarity=None, features={"x": "x.npy", "y": "y.npy", "xq": "xq8.npy", "yq": "yq8.npy"},
+                 projectors={"kinds": ["procrustes"], "test": {"x": "xq", "y": "yq"}, "ks": [1, 8]})
+    cfg = load_config(_write(toy, held), runners)
+    held["projectors"]["ks"] = [1, 5, 10]
+    with pytest.raises(ConfigError, match=r"^projectors.ks: Recall@10 needs at least 10 test items but the test "
+                                          r"feature set 'xq' has 8; use cut-offs up to 8$"):
+        load_config(_write(toy, held), runners)
+    # the run repeats the check on the real shapes: a test file cut after the check stops it before any cell
+    np.save(toy / "xq8.npy", np.load(toy / "xq.npy")[:4])
+    np.save(toy / "yq8.npy", np.load(toy / "yq.npy")[:4])
+    with pytest.raises(ConfigError, match=r"^projectors.ks: Recall@8 needs at least 8 test items .* has 4;"):
+        run_experiment(cfg, runners)
+    assert not list((toy / "out" / "cells").rglob("*.json"))
+
+
 # ---- provenance --------------------------------------------------------------------------------------------------
 
 
