@@ -5,6 +5,7 @@ models never run in these tests."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,32 @@ def test_there_are_recipes_for_every_paper():
         head = path.read_text().splitlines()[:3]
         assert head[0].startswith("# Recipe: "), path.name  # each starts with its comment block
         assert "unialign run benchmarks/recipes/" + path.name in path.read_text(), path.name
+
+
+def _papers_numbers(text: str) -> str:
+    """The "The paper's numbers" paragraph of a recipe's comment block (up to the next blank comment line)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# The paper's numbers"))
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "#")
+    return " ".join(line[2:] for line in lines[start:end])
+
+
+@pytest.mark.parametrize("recipe", _recipes(), ids=lambda p: p.stem)
+def test_each_recipe_states_the_papers_numbers_and_where_they_were_read(recipe):
+    """Issue 8: each recipe says which numbers the paper reports, naming the source it read them in, or says plainly
+    that it could not verify them; the README's Recipes table has a row for it that does the same."""
+    para = _papers_numbers(recipe.read_text())
+    assert "see the paper." not in para and "quotes none" not in para, recipe.name
+    assert re.search(r"arXiv \d{4}\.\d{5}|github\.com/\w", para), recipe.name  # a source is named
+    quoted = re.findall(r"\b\d+(?:\.\d+)?%|\b\d{2}\.\d\b", para)  # percentages and table values such as 62.4
+    assert quoted or "could not verify" in para or "none to quote" in para, recipe.name
+    readme = (RECIPES.parent / "README.md").read_text()
+    section = readme[readme.index("## Recipes"):]
+    section = section[:section.index("\n## ", 1)]
+    row = next(line for line in section.splitlines() if line.startswith(f"| `{recipe.name}` |"))
+    numbers = row.split(" | ")[3]
+    assert not numbers.startswith("none quoted"), row
+    assert "could not verify" in numbers or "none to quote" in numbers or re.search(r"\d+(?:\.\d+)?%", numbers), row
 
 
 @pytest.fixture(scope="module")
