@@ -116,12 +116,12 @@ def load_features(path: str | os.PathLike, *, key: str | None = None, mmap: bool
             arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                arr = z[_pick(z.files, key, path)]
+                arr = z[pick_array(z.files, key, path)]
         elif suffix == ".safetensors":
             from safetensors import safe_open
 
             with safe_open(str(path), framework="numpy") as f:
-                arr = f.get_tensor(_pick(list(f.keys()), key, path))
+                arr = f.get_tensor(pick_array(list(f.keys()), key, path))
         else:
             raise ValueError(
                 f"feature file {str(path)!r} has an unknown suffix; use one of {', '.join(FEATURE_SUFFIXES)}"
@@ -153,8 +153,9 @@ def _check_npy_size(path: Path) -> None:
         )
 
 
-def _pick(names: list[str], key: str | None, path: Path) -> str:
-    """The name of the array to read: ``key`` if given, else the only one."""
+def pick_array(names: list[str], key: str | None, path: Path) -> str:
+    """The name of the array to read from a multi-array feature file (``.npz``, ``.safetensors``): ``key`` if given,
+    else the only one; a ``ValueError`` naming the arrays otherwise."""
     if key is not None:
         if key not in names:
             raise ValueError(f"feature file {str(path)!r} has no array {key!r}; it has {sorted(names) or 'none'}")

@@ -18,7 +18,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SIDECAR_SUFFIX", "file_record", "provenance", "recorded_encoder", "write_feature_sidecar"]
+__all__ = ["SIDECAR_SUFFIX", "check_trained_on", "file_record", "provenance", "recorded_encoder",
+           "write_feature_sidecar"]
 
 #: ``x.npy`` -> ``x.npy.provenance.json``
 SIDECAR_SUFFIX = ".provenance.json"
@@ -208,3 +209,34 @@ def recorded_encoder(path: str | os.PathLike) -> str | None:
         except (OSError, ValueError, AttributeError):
             return None
     return None
+
+
+def check_trained_on(meta: dict, *, x_encoder: str | None = None, y_encoder: str | None = None,
+                     where: str = "this projector", action: str = "applied to features of") -> None:
+    """Refuse a source / target encoder other than the ones a projector's metadata says it was trained on.
+
+    Parameters
+    ----------
+    meta : dict
+        The projector's ``metadata_`` (``x_encoder`` / ``y_encoder`` entries, when recorded).
+    x_encoder, y_encoder : str, optional
+        The specs of the encoders whose features the projector is about to meet; None (or no recorded spec) skips
+        that side.
+    where : str
+        What the message calls the projector (``"projector 'p.pt'"``).
+    action : str
+        What is being done with it (``"applied to features of"``, ``"stitched to"``).
+
+    Raises
+    ------
+    ValueError
+        When a given spec differs from the recorded one; the message names both and the fix.
+    """
+    for side, given, role in (("x", x_encoder, "source"), ("y", y_encoder, "target")):
+        recorded = (meta or {}).get(f"{side}_encoder")
+        if given is None or recorded is None or str(given) == str(recorded):
+            continue
+        raise ValueError(
+            f"{where} was trained on {role} features of encoder {recorded!r} but is {action} {given!r}; "
+            f"use {recorded!r} features, or refit the projector on {given!r} features"
+        )

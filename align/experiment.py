@@ -84,7 +84,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write, json_default, load_features, sha256_file
+from ._io import atomic_write, json_default, load_features, pick_array, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ def _array_header(path: Path, key: str | None) -> tuple[tuple, np.dtype]:
         try:
             with zipfile.ZipFile(path) as z:
                 names = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
-                name = _pick_array(names, key, path)
+                name = pick_array(names, key, path)
                 with z.open(name + ".npy") as f:
                     version = np.lib.format.read_magic(f)
                     read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -324,7 +324,7 @@ def _array_header(path: Path, key: str | None) -> tuple[tuple, np.dtype]:
 
         try:
             with safe_open(str(path), framework="numpy") as f:
-                name = _pick_array(list(f.keys()), key, path)
+                name = pick_array(list(f.keys()), key, path)
                 sl = f.get_slice(name)
                 shape, dtype = tuple(sl.get_shape()), sl.get_dtype()
         except ValueError:
@@ -336,17 +336,6 @@ def _array_header(path: Path, key: str | None) -> tuple[tuple, np.dtype]:
                  "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
         return shape, np.dtype(names.get(str(dtype).upper(), "object"))
     raise ValueError(f"feature file {str(path)!r} has an unknown suffix; use .npy, .npz or .safetensors")
-
-
-def _pick_array(names: list[str], key: str | None, path: Path) -> str:
-    if key is not None:
-        if key not in names:
-            raise ValueError(f"feature file {str(path)!r} has no array {key!r}; it has {sorted(names) or 'none'}")
-        return key
-    if len(names) != 1:
-        raise ValueError(f"feature file {str(path)!r} holds {len(names)} arrays {sorted(names)}; pick one as "
-                         f"{path.name}:KEY")
-    return names[0]
 
 
 def _file_shape(path: Path, key: str | None, k: str) -> tuple[int, int]:
@@ -1183,17 +1172,7 @@ def _aggregate(records: list[dict], cfg: ExperimentConfig) -> list[dict]:
 def _provenance(cfg: ExperimentConfig, store: _FeatureStore, used: Sequence[str]) -> dict:
     """What produced the results: versions (:func:`align._provenance.provenance`), every feature set (file + sha256,
     or encoder and dataset specs with the feature-cache key) and the seeds."""
-    try:
-        from ._provenance import provenance
-    except ImportError:  # align._provenance not installed with this tree: the same core fields, recorded here
-        def provenance(**inputs):
-            import platform
-            from importlib import metadata
-
-            from . import __version__
-
-            return {"unialign": __version__, "python": platform.python_version(), "numpy": np.__version__,
-                    "torch": metadata.version("torch"), **inputs}
+    from ._provenance import provenance
 
     features = {}
     for name in used:

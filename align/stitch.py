@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ._provenance import check_trained_on
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -69,7 +71,8 @@ class StitchedEncoder:
                 f"the projector takes {n_in}-d inputs but encoder {encoder.spec!r} gives {encoder.dim}-d features; "
                 "load the encoder with the layer and pooling the projector was trained on"
             )
-        _check_trained_on(getattr(projector, "metadata_", None) or {}, getattr(encoder, "spec", None), target)
+        check_trained_on(getattr(projector, "metadata_", None) or {}, x_encoder=getattr(encoder, "spec", None),
+                         y_encoder=target, where="the projector", action="stitched to")
         self.encoder = encoder
         self.projector = projector
         self.target = target
@@ -103,17 +106,6 @@ class StitchedEncoder:
 
     def __repr__(self) -> str:
         return f"StitchedEncoder(spec={self.spec!r}, dim={self.dim})"
-
-
-def _check_trained_on(meta: dict, source: str | None, target: str | None) -> None:
-    """Refuse a source / target encoder other than the ones the projector's metadata says it was trained on."""
-    for side, given, role in (("x", source, "source"), ("y", target, "target")):
-        recorded = meta.get(f"{side}_encoder")
-        if given is not None and recorded is not None and str(given) != str(recorded):
-            raise ValueError(
-                f"the projector was trained on {role} features of encoder {recorded!r} but is stitched to "
-                f"{given!r}; use {recorded!r}, or refit the projector on {given!r} features"
-            )
 
 
 def load_stitched(
@@ -153,7 +145,8 @@ def load_stitched(
             f"projector {str(path)!r} records no source encoder; pass --encoder SPEC, or refit it with "
             "`unialign fit --x-encoder SPEC` so the checkpoint names it"
         )
-    _check_trained_on(meta, source, target)  # before loading an encoder the projector would refuse
+    # before loading an encoder the projector would refuse
+    check_trained_on(meta, x_encoder=source, y_encoder=target, where=f"projector {str(path)!r}", action="stitched to")
     options = dict(encoder_options)
     if meta.get("layer") is not None and "layers" not in options:
         layer = meta["layer"]

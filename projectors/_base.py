@@ -283,13 +283,9 @@ def _not_a_torch_file(path: Path) -> bool:
 
 def check_encoders(projector: Projector, *, x_encoder: str | None = None, y_encoder: str | None = None,
                    where: str = "this projector") -> None:
-    """Refuse features of another encoder than the one the projector was trained on (when both are known)."""
-    meta = getattr(projector, "metadata_", None) or {}
-    for side, given, option in (("x", x_encoder, "source"), ("y", y_encoder, "target")):
-        trained = meta.get(f"{side}_encoder")
-        if given is None or trained is None or str(given) == str(trained):
-            continue
-        raise ValueError(
-            f"{where} was trained on {option} features of encoder {trained!r} but is applied to features of "
-            f"{given!r}; use {trained!r} features, or refit the projector on {given!r} features"
-        )
+    """Refuse features of another encoder than the one the projector was trained on (when both are known); see
+    :func:`align._provenance.check_trained_on`."""
+    from align._provenance import check_trained_on
+
+    check_trained_on(getattr(projector, "metadata_", None) or {}, x_encoder=x_encoder, y_encoder=y_encoder,
+                     where=where)

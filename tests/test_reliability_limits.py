@@ -18,17 +18,13 @@ from click.testing import CliRunner
 import align._validation as validation
 from align.cli import _raised_on_purpose, main
 
+from ._cli_helpers import one_error_line as _error
+
 
 def _invoke(args, expect):
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == expect, (result.stdout, result.stderr, result.exception)
     return result
-
-
-def _error(result) -> str:
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -118,15 +114,38 @@ def test_matching_that_fits_is_not_refused(files):
     _invoke(["match", files["X"], files["Y"], "--method", "faq", "--seeds", _pairs(files["tmp"])], 0)
 
 
+def _memory_asked(monkeypatch, args) -> list[tuple[float, str]]:
+    """``(nbytes, what)`` of every memory check a CLI run asks for, whatever the estimate's formula: each library
+    module's ``check_memory`` is replaced by a recorder (which refuses nothing) for this run only."""
+    import sys
+
+    import matching._api  # noqa: F401 - the module whose check is recorded must be loaded to be patched
+
+    asked, check_memory = [], validation.check_memory
+    with monkeypatch.context() as mp:
+        for name, module in list(sys.modules.items()):
+            if name.split(".")[0] in ("align", "matching") and getattr(module, "check_memory", None) is check_memory:
+                mp.setattr(module, "check_memory", lambda nbytes, what, fix, **_: asked.append((float(nbytes), what)))
+        _invoke(args, 0)
+    return asked
+
+
 def test_evaluation_protocol_is_sized_by_its_splits(files, monkeypatch):
-    """evaluate matches n_seeds + n_query items per split, not all n: 15 items fit where 40 would not."""
-    need_40 = 8 * (2 * 40**2 + 40**2 * 5)
-    monkeypatch.setattr(validation, "available_memory", lambda device=None: need_40 // 2)
-    _invoke(["match", files["X"], files["Y"], "--method", "faq", "--n-seeds", "5", "--n-query", "10", "--splits",
-             "1", "-p", "low_rank=false"], 0)
-    res = _invoke(["match", files["X"], files["Y"], "--method", "faq", "--seeds", _pairs(files["tmp"]),
-                   "-p", "low_rank=false"], 1)
-    assert "40 x 40 items" in _error(res)
+    """evaluate matches n_seeds + n_query items per split, not all n: 15 items fit where 40 would not.
+
+    The free memory is set to the guard's own estimate for the 15-item split (recorded, not recomputed here)."""
+    split = ["match", files["X"], files["Y"], "--method", "faq", "--n-seeds", "5", "--n-query", "10", "--splits", "1",
+             "-p", "low_rank=false"]
+    full = ["match", files["X"], files["Y"], "--method", "faq", "--seeds", _pairs(files["tmp"]), "-p", "low_rank=false"]
+    asked_split, asked_full = _memory_asked(monkeypatch, split), _memory_asked(monkeypatch, full)
+    assert any("15 x 15 items" in what for _, what in asked_split), asked_split
+    assert not any("40 x 40 items" in what for _, what in asked_split), asked_split  # the split, never all n
+    need_15 = max(n for n, _ in asked_split)  # whatever the split run asks for fits
+    need_40 = max(n for n, what in asked_full if "40 x 40 items" in what)
+    assert need_15 < need_40
+    monkeypatch.setattr(validation, "available_memory", lambda device=None: need_15)
+    _invoke(split, 0)
+    assert "40 x 40 items" in _error(_invoke(full, 1))
 
 
 @pytest.mark.parametrize("metric, fragment", [

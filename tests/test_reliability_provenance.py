@@ -21,6 +21,8 @@ import align
 from align._provenance import provenance, recorded_encoder, write_feature_sidecar
 from align.cli import main
 
+from ._cli_helpers import one_error_line as _error
+
 
 def _sha(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -34,12 +36,6 @@ def _invoke(args, expect=0):
 
 def _json(result) -> dict:
     return json.loads(result.stdout)
-
-
-def _error(result) -> str:
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +197,25 @@ def test_load_projector_compares_encoders_and_names_them_on_a_width_mismatch(rec
     proj = load_projector(recorded["proj"])
     with pytest.raises(ValueError, match=r"fitted on 6 \('enc-a' features\)"):
         proj.transform(np.zeros((3, 9)))
+
+
+def test_check_trained_on_is_the_one_check_of_projectors_and_stitching():
+    from align._provenance import check_trained_on
+    from projectors import make_projector
+    from projectors._base import check_encoders
+
+    meta = {"x_encoder": "enc-a", "y_encoder": "enc-b"}
+    check_trained_on(meta, x_encoder="enc-a", y_encoder="enc-b")  # the recorded encoders pass
+    check_trained_on({}, x_encoder="enc-z", y_encoder="enc-z")  # nothing recorded: nothing to compare
+    check_trained_on(meta)  # nothing given: nothing to compare
+    with pytest.raises(ValueError, match=r"^p was trained on target features of encoder 'enc-b' but is stitched to "
+                                         r"'enc-c'; use 'enc-b' features, or refit the projector on 'enc-c' features$"):
+        check_trained_on(meta, x_encoder="enc-a", y_encoder="enc-c", where="p", action="stitched to")
+    proj = make_projector("linear")
+    proj.metadata_ = meta
+    with pytest.raises(ValueError, match=r"^this projector was trained on source features of encoder 'enc-a' but is "
+                                         r"applied to features of 'enc-c'; use 'enc-a' features"):
+        check_encoders(proj, x_encoder="enc-c")
 
 
 @pytest.fixture
