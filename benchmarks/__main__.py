@@ -24,25 +24,43 @@ suites present in the file. Tables are regenerated, never edited by hand.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
 
-def _early_threads(argv: list[str]) -> int:
-    """``--threads N`` from the command line, read before numpy / torch are imported (default 1)."""
+def _early_threads(argv: list[str]) -> int | None:
+    """``--threads N`` from the command line, read before numpy / torch are imported (default 1); None when the
+    value is not a positive integer, so that argparse, not this peek, reports it with the usage line."""
+    value = "1"
     for i, a in enumerate(argv):
         if a.startswith("--threads="):
-            return int(a.split("=", 1)[1])
-        if a == "--threads" and i + 1 < len(argv):
-            return int(argv[i + 1])
-    return 1
+            value = a.split("=", 1)[1]
+        elif a == "--threads" and i + 1 < len(argv):
+            value = argv[i + 1]
+    try:
+        return _threads(value)
+    except argparse.ArgumentTypeError:
+        return None
+
+
+def _threads(value: str) -> int:
+    """argparse type of ``--threads``: an int >= 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {value!r}")
+    return n
 
 
 if __name__ == "__main__":  # before numpy / torch start their thread pools
+    _n_threads = _early_threads(sys.argv[1:])
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[_var] = str(_early_threads(sys.argv[1:]))
+        if _n_threads is not None:  # a bad value is refused by argparse below, before anything starts
+            os.environ[_var] = str(_n_threads)
 
-import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import datetime as _dt  # noqa: E402
 import importlib  # noqa: E402
@@ -427,6 +445,9 @@ def tables(args) -> int:
             print(f"### {s}\n\n{block}")
         return 0
     readme = Path(args.readme)
+    if not readme.is_file():
+        raise FileNotFoundError(f"README {str(readme)!r} does not exist; pass the README that holds the generated "
+                                "blocks (benchmarks/README.md)")
     text = readme.read_text()
     new = text
     for s, block in blocks.items():
@@ -451,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--gpu", action="store_true", help="the CUDA cases; skipped without CUDA")
     r.add_argument("--suite", action="append", choices=list(SUITES), help="run only this suite (repeatable)")
     r.add_argument("--out", default="benchmark-results.json", help="results JSON (default %(default)s)")
-    r.add_argument("--threads", type=int, default=1, help="OMP/MKL/OpenBLAS/numba/torch threads (default 1)")
+    r.add_argument("--threads", type=_threads, default=1, help="OMP/MKL/OpenBLAS/numba/torch threads (default 1)")
     t = sub.add_parser("tables", help="markdown tables from a results JSON")
     t.add_argument("results", help="JSON written by `python -m benchmarks run`")
     t.add_argument("--readme", default=None, help="rewrite this file's generated blocks (default: print)")
@@ -461,9 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return run(args) if args.cmd == "run" else tables(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # bad input: exit status 1 (a bad command line is argparse's 2)
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,10 +4,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -101,39 +99,90 @@ def test_tables_without_markers_names_the_fix(tmp_path, capsys):
                                      started="t", rows=[{"suite": "extraction", "benchmark": "extraction", "n": 1}])
     readme = tmp_path / "README.md"
     readme.write_text("# no markers\n")
-    assert main(["tables", str(results), "--readme", str(readme)]) == 2
+    assert main(["tables", str(results), "--readme", str(readme)]) == 1  # bad input: 1, as the CLI's convention
     assert "<!-- generated:extraction:begin -->" in capsys.readouterr().err
     assert readme.read_text() == "# no markers\n"
+
+
+def test_tables_on_missing_files_is_one_line_and_status_1(tmp_path, capsys):
+    assert main(["tables", str(tmp_path / "none.json")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: results file") and "python -m benchmarks run" in err[0]
+    results = _harness.write_results(tmp_path / "r.json", machine=_harness.machine(), command="c", mode="quick",
+                                     started="t", rows=[{"suite": "extraction", "benchmark": "extraction", "n": 1}])
+    assert main(["tables", str(results), "--readme", str(tmp_path / "NOPE.md")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NOPE.md" in err[0] and "does not exist" in err[0]
+    assert not (tmp_path / "NOPE.md").exists()
+
+
+def test_bad_threads_is_a_usage_error_not_a_traceback():
+    from benchmarks.__main__ import _early_threads
+
+    assert _early_threads(["run", "--quick"]) == 1
+    assert _early_threads(["run", "--threads", "3"]) == 3 and _early_threads(["run", "--threads=2"]) == 2
+    assert _early_threads(["run", "--threads", "x"]) is None and _early_threads(["run", "--threads=0"]) is None
+    for bad in ("x", "0", "-2"):
+        proc = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--quick", "--threads", bad], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "usage: python -m benchmarks run" in proc.stderr and f"--threads: must be an int >= 1, got '{bad}'" \
+            in proc.stderr, proc.stderr
 
 
 # ---------------------------------------------------------------- harness ----------------------------------------
 
 
-def test_measure_reports_median_of_timed_repeats_and_skips_warmup():
+class _FakeClock:
+    """Stands in for the ``time`` module the harness reads: the measured call advances it by known amounts."""
+
+    def __init__(self):
+        self.wall, self.cpu, self.children = 1000.0, 50.0, 7.0
+
+    def perf_counter(self) -> float:
+        return self.wall
+
+    def process_time(self) -> float:
+        return self.cpu
+
+    def advance(self, wall: float, cpu: float, children: float = 0.0) -> None:
+        self.wall += wall
+        self.cpu += cpu
+        self.children += children
+
+
+@pytest.fixture
+def clock(monkeypatch) -> _FakeClock:
+    fake = _FakeClock()
+    monkeypatch.setattr(_harness, "time", fake)
+    monkeypatch.setattr(_harness, "_children_cpu", lambda: fake.children)
+    return fake
+
+
+def test_measure_reports_median_of_timed_repeats_and_skips_warmup(clock):
+    # (wall, cpu, children's cpu) seconds of each call: two warm-ups, then three timed repeats
+    costs = iter([(100.0, 100.0, 100.0), (100.0, 100.0, 100.0), (5.0, 0.5, 1.0), (2.0, 0.25, 3.0), (3.0, 2.0, 2.0)])
     calls = []
 
     def fn():
         calls.append(1)
-        time.sleep(0.02)
+        clock.advance(*next(costs))
         return len(calls)
 
     m = _harness.measure(fn, repeats=3, warmup=2)
     assert len(calls) == 5 and m.result == 5  # warm-up calls run but are not timed; result of the last call
-    assert len(m.wall_times) == len(m.cpu_times) == 3
-    assert m.wall_s == statistics.median(m.wall_times) and min(m.wall_times) >= 0.02
-    assert m.cpu_s < 0.02  # sleeping costs no CPU time
+    assert m.wall_times == (5.0, 2.0, 3.0) and m.cpu_times == (0.5, 0.25, 2.0)  # the warm-ups' 100 s are not in
+    assert m.wall_s == 3.0 and m.cpu_s == 0.5 and m.children_cpu_s == 2.0  # medians, each clock on its own
+    assert m.repeats == 3 and m.warmup == 2
     d = m.to_dict("ours_")
-    assert d["ours_wall_s"] == round(m.wall_s, 6) and "result" not in str(d.keys())
+    assert d["ours_wall_s"] == 3.0 and d["ours_cpu_s"] == 0.5 and "result" not in str(d.keys())
 
 
-def test_measure_cpu_time_of_busy_work():
-    def busy():
-        t = time.process_time()
-        while time.process_time() - t < 0.05:
-            pass
-
-    m = _harness.measure(busy, repeats=1, warmup=0)
-    assert m.cpu_s >= 0.05 and m.wall_s >= 0.05
+def test_measure_keeps_wall_and_cpu_time_apart(clock):
+    sleeping = _harness.measure(lambda: clock.advance(wall=4.0, cpu=0.0), repeats=1, warmup=0)
+    assert sleeping.wall_s == 4.0 and sleeping.cpu_s == 0.0  # waiting costs no CPU time
+    busy = _harness.measure(lambda: clock.advance(wall=1.0, cpu=3.0), repeats=2, warmup=0)
+    assert busy.wall_times == (1.0, 1.0) and busy.cpu_times == (3.0, 3.0)  # threads: CPU time above wall time
 
 
 def test_measure_rejects_bad_repeats():
