@@ -16,11 +16,19 @@ __all__ = ["as_torch", "like_input", "resolve_device", "to_numpy", "to_numpy_f32
 
 
 def resolve_device(device: Any, *inputs: Any):
-    """``device=None`` means the device of the first torch input, else CPU."""
+    """``device=None`` means the device of the first torch input, else CPU; a string that is no torch device, or
+    CUDA on a machine without it, is a one-line ``ValueError`` naming the fix."""
     import torch
 
     if device is not None:
-        return torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"`device` must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"`device` {str(device)!r} asks for CUDA but no CUDA device is available; use "
+                             "device='cpu'")
+        return dev
     for x in inputs:
         if is_torch(x):
             return x.device

@@ -264,20 +264,48 @@ def available_memory(device: Any = None) -> int | None:
     if device is not None and str(device).startswith("cuda"):
         import torch
 
+        if not torch.cuda.is_available():
+            return None  # unknown: the device check that follows says what is wrong
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    free = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
+    limit = _cgroup_headroom()
+    if free is not None or limit is not None:
+        return min(v for v in (free, limit) if v is not None)
     try:
         import os
 
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return None
+
+
+# (limit, usage) files of the cgroup memory controller: v2, then v1.
+CGROUP_MEMORY_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                       ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def _cgroup_headroom() -> int | None:
+    """Bytes left under this process's cgroup memory limit (containers, SLURM jobs), or None without a limit."""
+    for limit_file, usage_file in CGROUP_MEMORY_FILES:
+        try:
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            with open(usage_file) as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 2**60:  # v1 writes "no limit" as a huge number
+            return None
+        return max(0, int(limit) - usage)
+    return None
 
 
 def _human_bytes(n: float) -> str:

@@ -252,8 +252,8 @@ def compare(X: Any, Y: Any, metric: str = "linear_cka", *, batch_size: int | Non
     p = bind_params(spec, params)
     batch_size = check_batch_size(batch_size)
     X, Y = validate_pair(X, Y, min_rows=spec.min_rows, metric=metric)
-    check_similarity_memory(metric, X.shape[0], X.shape[1], Y.shape[1], p, batch_size, device)
     dev = compute_device(device, X, Y)
+    check_similarity_memory(metric, X.shape[0], X.shape[1], Y.shape[1], p, batch_size, dev)
     value, derived = _run(spec, X, Y, dev, batch_size, p)
     return SimilarityResult(metric=metric, value=float(value), n=int(X.shape[0]), kind=spec.info.kind,
                             settings=_settings(p, derived))
@@ -321,8 +321,8 @@ def permutation_null(X: Any, Y: Any, metric: str = "linear_cka", n_permutations:
     gen = check_rng(rng)
     batch_size = check_batch_size(batch_size)
     X, Y = validate_pair(X, Y, min_rows=spec.min_rows, metric=metric)
-    check_similarity_memory(metric, X.shape[0], X.shape[1], Y.shape[1], p, batch_size, device)
     dev = compute_device(device, X, Y)
+    check_similarity_memory(metric, X.shape[0], X.shape[1], Y.shape[1], p, batch_size, dev)
     n, dx = X.shape
     dy = Y.shape[1]
     moment_params = {k: v for k, v in p.items() if k not in ("kernel", "sigma", "median_scale")}

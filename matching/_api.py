@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import numbers
 from typing import Any, Callable
 
 import numpy as np
@@ -48,6 +49,12 @@ def local_cka(X: Any, Y: Any, partial_match: np.ndarray, *, kernel: str = "linea
     return assign(S, partial_match, "local_cka")
 
 
+def _uses_factors(kernel: str, low_rank: Any, x_shape: tuple, y_shape: tuple) -> bool:
+    """Whether :func:`faq_features` hands the solver ``(n, d)`` kernel factors instead of ``n x n`` kernels."""
+    return kernel in ("linear", "cosine") and (
+        low_rank is True or (low_rank == "auto" and max(x_shape[1], y_shape[1]) < 0.6 * min(x_shape[0], y_shape[0])))
+
+
 def faq_features(X: Any, Y: Any, partial_match: np.ndarray, *, kernel: str = "cosine", low_rank: Any = "auto",
                  device: Any = None, **options) -> MatchResult:
     """FAQ on the kernel matrices of ``X`` and ``Y`` (see :func:`matching.faq` for ``options``).
@@ -67,9 +74,7 @@ def faq_features(X: Any, Y: Any, partial_match: np.ndarray, *, kernel: str = "co
     dtype = options.pop("dtype", None) or torch.float64
     if low_rank not in ("auto", True, False):
         raise ValueError(f"`low_rank` must be 'auto', True or False, got {low_rank!r}")
-    use_factors = kernel in ("linear", "cosine") and (
-        low_rank is True or (low_rank == "auto" and max(X.shape[1], Y.shape[1]) < 0.6 * min(X.shape[0], Y.shape[0])))
-    if use_factors:
+    if _uses_factors(kernel, low_rank, X.shape, Y.shape):
         Fx = kernel_factor(as_torch(X, device=dev, dtype=dtype), kernel)
         Fy = kernel_factor(as_torch(Y, device=dev, dtype=dtype), kernel)
         return faq(None, None, partial_match, device=dev, dtype=dtype, _factors=(Fx, Fy), **options)
@@ -126,31 +131,39 @@ def check_method_params(method: str, params: dict) -> tuple[Callable, int]:
     return func, min_seeds
 
 
-def check_match_memory(method: str, n_x: int, n_y: int, options: dict, dims: tuple[int, int] = (0, 0)) -> None:
+def check_match_memory(method: str, n_x: int, n_y: int, options: dict, dims: tuple[int, int] = (0, 0),
+                       device: Any = None) -> None:
     """Refuse, before allocating, a matching whose dense ``n x n`` matrices cannot fit in the free memory.
 
     Raises :class:`align._validation.MemoryBudgetError` (a ``ValueError``) naming the memory needed and the fix.
 
-    Estimates in float64 bytes: the structural methods hold both kernel matrices and a few ``n_x x n_y``
-    matrices (faq: per batched restart), the anchor methods one score matrix and the assignment's copy.
+    Estimates in float64 bytes, set above the peaks measured on CPU at n = 400-1,000 (which vary by up to 50%
+    between runs): a guard against computations far beyond the memory, not an exact budget. The structural methods hold both kernel matrices with their
+    temporaries and a few ``n_x x n_y`` matrices; faq about 12 of those plus 10 per entry of its batch of restarts in
+    flight (:func:`matching._faq.restart_batch`: at most ``max(n^2, BATCH_ENTRIES)`` entries, however many restarts);
+    the anchor methods one score matrix and the assignment's copy.
     """
+    from ._faq import BATCH_ENTRIES
+
     pairs = float(n_x) * float(n_y)
     kernels = float(n_x) ** 2 + float(n_y) ** 2
     n_init = options.get("n_init") or 1
-    n_init = n_init if isinstance(n_init, int) and n_init > 0 else 1
+    n_init = int(n_init) if isinstance(n_init, numbers.Integral) and n_init > 0 else 1
     if method == "faq":
-        low_rank = (options.get("kernel", "cosine") in ("linear", "cosine") and options.get("low_rank", "auto")
-                    is not False and max(dims) < 0.6 * min(n_x, n_y))  # faq_features then keeps (n, d) factors
-        need = 8 * ((0 if low_rank else kernels) + pairs * (2 + 3 * n_init))
+        m = max(n_x, n_y)  # free items <= n: the batch entries below only grow with m
+        in_flight = min(n_init * m * m, max(m * m, BATCH_ENTRIES))
+        factors = _uses_factors(options.get("kernel", "cosine"), options.get("low_rank", "auto"), (n_x, dims[0]),
+                                (n_y, dims[1]))
+        need = 8.0 * ((0 if factors else 20 * kernels) + 12 * pairs + 10 * in_flight)
     elif method in ("gw", "entropic_gw", "fused_gw"):
-        need = 8 * (2 * kernels + 6 * pairs)
+        need = 8 * (8 * kernels + 20 * pairs)
     elif method == "local_cka":
-        need = 8 * (kernels + 4 * pairs)
+        need = 8 * (2 * kernels + 8 * pairs)
     else:  # procrustes, lstsq, relative, asif: one similarity matrix, assigned
         need = 8 * 3 * pairs
     check_memory(need, f"method {method!r} on {n_x:,} x {n_y:,} items (dense {n_x:,} x {n_y:,} matrices)",
                  "match fewer items (a subset, or the evaluation protocol: matching.evaluate, `unialign match "
-                 "--n-seeds --n-query`) or use a machine with more memory", device=options.get("device"))
+                 "--n-seeds --n-query`) or use a machine with more memory", device=device)
 
 
 def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: Any = None, **params) -> MatchResult:
@@ -194,7 +207,8 @@ def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: A
     func, min_seeds = check_method_params(method, params)
     X = check_array(X, "X")
     Y = check_array(Y, "Y")
-    check_match_memory(method, X.shape[0], Y.shape[0], params, dims=(X.shape[1], Y.shape[1]))
+    check_match_memory(method, X.shape[0], Y.shape[0], params, dims=(X.shape[1], Y.shape[1]),
+                       device=params.get("device") or (X.device if is_torch(X) else None))
     if not is_torch(X) and not X.flags.writeable:  # memory-mapped caches: torch wants writable memory
         X = np.array(X)
     if not is_torch(Y) and not Y.flags.writeable:

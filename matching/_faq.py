@@ -276,6 +276,15 @@ def _check_square(M: Any, name: str):
     return M
 
 
+# Entries of one (restarts, m, m) batch tensor: restarts run together until a batch holds about this many.
+BATCH_ENTRIES = 10_000_000
+
+
+def restart_batch(n_init: int, m: int) -> int:
+    """Restarts per batch by default: as many as keep one ``(batch, m, m)`` tensor near :data:`BATCH_ENTRIES`."""
+    return max(1, min(n_init, BATCH_ENTRIES // max(m * m, 1)))
+
+
 def faq(
     A: Any,
     B: Any,
@@ -454,7 +463,7 @@ def faq(
 
     blocks = _Blocks(a.reordered(torch.from_numpy(order_a).to(dev)), b.reordered(torch.from_numpy(order_b).to(dev)), s)
     if batch_size is None:
-        batch_size = max(1, min(n_init, int(1e7 // (m * m))))
+        batch_size = restart_batch(n_init, m)
 
     best = None  # (score, perm, n_iter, converged)
     laps = assignments = 0  # LAPs solved by scipy / assignment steps (the others had unique row argmaxes)

@@ -302,3 +302,46 @@ def test_closed_form_fit_and_select_beyond_free_memory_are_refused(files, small_
     line = _error(_invoke(["select", "--dataset", f"text:{lines}", "--features", f"a={files['wide']}",
                            "--features", f"b={files['wide']}", "--metric", "rsa", "--no-progress"], 1))
     assert "metric 'rsa' on (10, 3,000)" in line and "only 4.0 KiB" in line
+
+
+def test_a_cgroup_limit_below_the_free_memory_is_what_counts(tmp_path, monkeypatch):
+    """Containers and SLURM jobs: MemAvailable is the host's; the cgroup's limit minus its usage is the real room."""
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    (tmp_path / "memory.current").write_text("268435456\n")
+    (tmp_path / "unlimited.max").write_text("max\n")
+    monkeypatch.setattr(validation, "CGROUP_MEMORY_FILES", ((tmp_path / "memory.max", tmp_path / "memory.current"),))
+    assert validation.available_memory() == min(validation._cgroup_headroom(), 2**40) == 3 * 2**28
+    monkeypatch.setattr(validation, "CGROUP_MEMORY_FILES",
+                        ((tmp_path / "unlimited.max", tmp_path / "memory.current"),))
+    assert validation._cgroup_headroom() is None and validation.available_memory() > 0
+
+
+def test_realistic_work_is_not_refused_on_a_laptop(monkeypatch):
+    """The guards are upper bounds, not wild ones: the paper protocols fit in 8 GiB."""
+    from align._similarity._memory import check_similarity_memory
+    from matching._api import check_match_memory
+
+    monkeypatch.setattr(validation, "available_memory", lambda device=None: 8 * 2**30)
+    check_match_memory("faq", 820, 820, {"n_init": 500, "kernel": "centered_rbf"}, dims=(1024, 1024))  # Maniparambil
+    check_match_memory("faq", 2000, 2000, {"n_init": 500}, dims=(384, 384))
+    check_match_memory("gw", 2000, 2000, {}, dims=(384, 384))
+    check_similarity_memory("rbf_cka", 50_000, 1024, 768, {}, None, None)  # tiled route: blocks, not n x n
+    check_similarity_memory("linear_cka", 1_000_000, 1280, 384, {}, None, None)
+    check_similarity_memory("mutual_knn", 100_000, 1024, 768, {"k": 10}, None, None)
+
+
+@pytest.mark.parametrize("argv", [["similarity", "{X}", "{Y}", "--device", "cuda"],
+                                  ["match", "{X}", "{Y}", "--method", "procrustes", "--n-seeds", "5", "--n-query",
+                                   "5", "--splits", "1", "--device", "cuda"]])
+def test_cuda_without_a_gpu_is_one_line_not_a_traceback(files, monkeypatch, argv):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    line = _error(_invoke([a.format(**files) for a in argv], 1))
+    assert "cuda" in line.lower() and "cpu" in line.lower()
+
+
+def test_a_device_that_is_not_one_is_a_one_line_error(files):
+    line = _error(_invoke(["match", files["X"], files["Y"], "--method", "procrustes", "--n-seeds", "5", "--n-query",
+                           "5", "--splits", "1", "--device", "gpu"], 1))
+    assert "must be a torch device such as 'cpu'" in line and "'gpu'" in line

@@ -215,17 +215,9 @@ def check_batch_size(batch_size: Any, *, min_value: int = 1) -> int | None:
 def compute_device(device: Any, X: Any, Y: Any):
     """``device`` (default: the inputs' device, CPU for numpy) as a ``torch.device``; unknown or absent devices are
     a ``ValueError`` naming the fix."""
-    import torch
-
     from .._backend import resolve_device
 
-    try:
-        dev = resolve_device(device, X, Y)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"`device` must be a torch device such as 'cpu' or 'cuda:0', got {device!r} ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"`device` {device!r} asks for CUDA but no CUDA device is available; use device='cpu'")
-    return dev
+    return resolve_device(device, X, Y)
 
 
 # --------------------------------------------------------------------------------------------------------------
