@@ -127,3 +127,20 @@ def test_constant_input_is_an_error_but_a_constant_column_is_not(metric):
     if metric in ("linear_cka", "unbiased_cka", "rbf_cka", "minibatch_cka", "svcca", "pwcca", "procrustes"):
         # a constant column adds nothing once the features are centred
         assert value == pytest.approx(sim.similarity(X, Y, metric, **params), abs=1e-10)
+
+
+def test_biased_cka_with_fewer_items_than_features_warns():
+    """n < d: unrelated random features score near 1 under biased CKA; the caller is told, not left to trust it."""
+    from align import similarity as sim
+
+    gen = np.random.default_rng(0)
+    X, Y = gen.standard_normal((20, 500)), gen.standard_normal((20, 500))
+    for metric in ("linear_cka", "rbf_cka"):
+        with pytest.warns(UserWarning, match=r"biased upward .*\(n = 20, d = 500\)"):
+            assert sim.similarity(X, Y, metric) > 0.9  # the artefact the warning is about
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert abs(sim.similarity(X, Y, "unbiased_cka")) < 0.2
+        sim.similarity(X.T[:, :20], Y.T[:, :20], "linear_cka")  # n = 500 > d = 20: no warning
