@@ -9,6 +9,11 @@ Sections (each prints JSON lines to stdout, one per measurement; ``--out FILE`` 
                graspologic pins numpy < 2, so it runs as a subprocess peer from its own venv
                (``bash benchmarks/peers/setup_graspologic.sh``; ``--graspologic-python``) on the same inputs
                saved to a .npz, timed inside the subprocess around the solver call; without that venv it is skipped.
+               ``--repeats R`` interleaved rounds per case (default 3 in ``--full`` up to n = 500, else 1; one
+               call of every in-process implementation per round, each measured by ``_harness.measure``; the
+               graspologic peer repeats inside its own process): medians of CPU time in ``*_s`` and the ratios,
+               every round in ``*_times``, peak resident memory per implementation in ``*_peak_mb``. The inputs and
+               rng are the same in every round, so an accuracy that differs between rounds raises.
 ``local-cka``  vectorised local CKA vs the loop over pairs (the paper's implementation), 320 base + 500 query.
 ``real``       every method on real paired features (row i of --x and --y is the same item), the protocol of
                Maniparambil et al.: n_seeds known pairs + n_query hidden items, mean ± std over splits.
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,10 +59,20 @@ import matching  # noqa: E402
 OUT = None
 
 
-def record(**row) -> None:
-    from benchmarks._harness import emit_interval  # prints the JSON line; `python -m benchmarks run` keeps the row
+def record(interval: bool = True, **row) -> None:
+    """Print the row as a JSON line (``python -m benchmarks run`` keeps it); ``interval``: add ``interval_peak_mb``.
 
-    line = json.dumps(emit_interval("matching", **row))  # + interval_peak_mb: peak RSS growth since the last row
+    Rows whose calls ``_harness.measure`` measured (faq: ``*_peak_mb`` per implementation) pass ``interval=False``:
+    measure resets the kernel's peak, so the growth since the last row would mean nothing there.
+    """
+    from benchmarks._harness import emit, emit_interval, mark_interval
+
+    if interval:
+        row = emit_interval("matching", **row)  # + interval_peak_mb: peak RSS growth since the last row
+    else:
+        row = emit("matching", **row)
+        mark_interval()
+    line = json.dumps(row)
     if OUT is not None:
         with open(OUT, "a") as fh:
             fh.write(line + "\n")
@@ -112,18 +128,21 @@ def graspologic_python(path: str | None) -> str | None:
     return str(cand) if probe.returncode == 0 else None
 
 
-def graspologic_peer(python: str, A, B, seeds, truth, free, rng: int, runs: list[dict], threads: int) -> dict:
+def graspologic_peer(python: str, A, B, seeds, truth, free, rng: int, runs: list[dict], threads: int,
+                     repeats: int = 1) -> dict:
     """Run ``graspologic.match.graph_match`` in the peer interpreter on exactly these inputs (saved to a .npz).
 
     ``runs``: ``[{"name", "params"}]``, keyword arguments of ``graph_match``. Times are measured inside the
-    subprocess around the solver call only (see benchmarks/peers/graspologic_peer.py); threads pinned as here.
+    subprocess around the solver call only, ``repeats`` interleaved rounds there, medians (see
+    benchmarks/peers/graspologic_peer.py); threads pinned as here.
     """
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = str(threads)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "problem.npz")
-        np.savez(path, A=A, B=B, seeds=seeds, truth=truth, free=free, rng=rng, runs=json.dumps(runs))
+        np.savez(path, A=A, B=B, seeds=seeds, truth=truth, free=free, rng=rng, runs=json.dumps(runs),
+                 repeats=repeats)
         proc = subprocess.run([python, str(PEER_DIR / "graspologic_peer.py"), path], capture_output=True,
                               text=True, env=env)
     if proc.returncode != 0:
@@ -162,12 +181,22 @@ def graph_problem(n: int, rho: float, rng: np.random.Generator, p: float = 0.3):
 
 def bench_faq(quick: bool, restarts: int | None, sizes: list[int] | None, rhos: list[float] | None, seed: int,
               peers_max_n: int, pot_max_n: int, grasp_python: str | None = None, threads: int = 1,
-              goat_restarts: int | None = None, grasp_default_max_n: int = 10**9, goat_max_n: int = 10**9) -> None:
+              goat_restarts: int | None = None, grasp_default_max_n: int = 10**9, goat_max_n: int = 10**9,
+              repeats: int | None = None) -> None:
+    """FAQ / GOAT / GW against scipy, graspologic and POT; ``repeats`` interleaved rounds per case (default: 3 in
+    --full up to n = 500, else 1), medians of CPU time, every round's time and each implementation's peak memory."""
     sizes = sizes or ([200] if quick else [200, 500, 1000, 2000])
     rhos = rhos or ([0.9] if quick else [0.6, 0.9])
     grasp = graspologic_python(grasp_python)
     Xw, Yw, pw = feature_problem(50, 0.9, np.random.default_rng(0))  # warm-up: first-call costs of torch / scipy
-    matching.match(Xw, Yw, "faq", np.stack([np.arange(5), pw[:5]], 1), n_init=2)
+    sw = np.stack([np.arange(5), pw[:5]], 1)
+    matching.match(Xw, Yw, "faq", sw, n_init=2)
+    matching.match(Xw, Yw, "faq", sw, n_init=1, transport=True)
+    matching.match(Xw, Yw, "gw", sw)
+    Aw, Bw = matching.kernel_matrix(Xw, "cosine").numpy(), matching.kernel_matrix(Yw, "cosine").numpy()
+    scipy_faq(Aw, Bw, sw, 2, np.random.default_rng(0))
+    pot_gw(Aw, Bw, sw, 1, None)
+    pot_gw(Aw, Bw, sw, 1, None, entropic=True)
     if not grasp:
         record(section="faq", note=f"graspologic skipped: no peer interpreter with graspologic at "
                                    f"{grasp_python or DEFAULT_GRASPOLOGIC_PYTHON} (create it with "
@@ -191,48 +220,45 @@ def bench_faq(quick: bool, restarts: int | None, sizes: list[int] | None, rhos: 
                 def acc(col):
                     return float(np.mean(col[free] == perm[free]))
 
-                rows = {}
-                t = time.process_time()
-                if family == "features":
-                    res = matching.match(X, Y, "faq", seeds, rng=seed, n_init=R)
-                else:
-                    res = matching.faq(A, B, seeds, n_init=R, rng=seed)
-                rows["ours"] = (time.process_time() - t, acc(res.col_ind))
                 Rg = goat_restarts or R
-                extra = {}
+                goat = n <= peers_max_n and n <= goat_max_n
+                # every in-process implementation as a zero-argument call returning col_ind, in round order
+                calls = {}
+                if family == "features":
+                    calls["ours"] = lambda: matching.match(X, Y, "faq", seeds, rng=seed, n_init=R).col_ind
+                else:
+                    calls["ours"] = lambda: matching.faq(A, B, seeds, n_init=R, rng=seed).col_ind
                 if n <= peers_max_n:
-                    t = time.process_time()
-                    col = scipy_faq(A, B, seeds, R, np.random.default_rng(seed))
-                    rows["scipy"] = (time.process_time() - t, acc(col))
-                    goat = n <= goat_max_n
+                    calls["scipy"] = lambda: scipy_faq(A, B, seeds, R, np.random.default_rng(seed))
                     if goat:  # GOAT: the optimal-transport relaxation, ours vs graspologic's
-                        t = time.process_time()
                         if family == "features":
-                            res = matching.match(X, Y, "faq", seeds, rng=seed, n_init=Rg, transport=True)
+                            calls["ours_goat"] = lambda: matching.match(X, Y, "faq", seeds, rng=seed, n_init=Rg,
+                                                                        transport=True).col_ind
                         else:
-                            res = matching.faq(A, B, seeds, n_init=Rg, rng=seed, transport=True)
-                        rows["ours_goat"] = (time.process_time() - t, acc(res.col_ind))
-                    if grasp:
-                        # same restarts and starts as ours / scipy ((J + K) / 2), same max_iter / tol; no shuffling
-                        same = dict(shuffle_input=False, init_perturbation=0.5, tol=0.03, max_iter=30)
-                        runs = [dict(name="graspologic", params=dict(n_init=R, **same))]
-                        if goat:
-                            runs.append(dict(name="graspologic_goat", params=dict(n_init=Rg, transport=True, **same)))
-                        if n <= grasp_default_max_n:  # graph_match's defaults, only n_init set
-                            runs.append(dict(name="graspologic_default", params=dict(n_init=R)))
-                        out = graspologic_peer(grasp, A, B, seeds, perm, free, seed, runs, threads)
-                        for r in out["runs"]:
-                            rows[r["name"]] = (r["cpu_s"], r["acc"])
-                            extra[f"{r['name']}_wall_s"] = round(r["wall_s"], 4)
-                        extra["graspologic_version"] = out["versions"]["graspologic"]
+                            calls["ours_goat"] = lambda: matching.faq(A, B, seeds, n_init=Rg, rng=seed,
+                                                                      transport=True).col_ind
                     if family == "features" and n <= pot_max_n:  # our seeded GW (entropic start), same features
-                        t = time.process_time()
-                        col = matching.match(X, Y, "gw", seeds).col_ind
-                        rows["ours_gw"] = (time.process_time() - t, acc(col))
-                    for name, kw in (("pot_gw", {}), ("pot_entropic_gw", {"entropic": True})) if n <= pot_max_n else ():
-                        t = time.process_time()
-                        col = pot_gw(A, B, seeds, 1, None, **kw)
-                        rows[name] = (time.process_time() - t, acc(col))
+                        calls["ours_gw"] = lambda: matching.match(X, Y, "gw", seeds).col_ind
+                    if n <= pot_max_n:
+                        calls["pot_gw"] = lambda: pot_gw(A, B, seeds, 1, None)
+                        calls["pot_entropic_gw"] = lambda: pot_gw(A, B, seeds, 1, None, entropic=True)
+                reps = repeats or (1 if quick or n > 500 else 3)
+                rows, extra = _rounds(calls, reps, acc, f"{family} n={n} rho={rho}")
+                if n <= peers_max_n and grasp:
+                    # same restarts and starts as ours / scipy ((J + K) / 2), same max_iter / tol; no shuffling
+                    same = dict(shuffle_input=False, init_perturbation=0.5, tol=0.03, max_iter=30)
+                    runs = [dict(name="graspologic", params=dict(n_init=R, **same))]
+                    if goat:
+                        runs.append(dict(name="graspologic_goat", params=dict(n_init=Rg, transport=True, **same)))
+                    if n <= grasp_default_max_n:  # graph_match's defaults, only n_init set
+                        runs.append(dict(name="graspologic_default", params=dict(n_init=R)))
+                    out = graspologic_peer(grasp, A, B, seeds, perm, free, seed, runs, threads, reps)
+                    for r in out["runs"]:
+                        rows[r["name"]] = (r["cpu_s"], r["acc"])
+                        extra[f"{r['name']}_times"] = [round(t, 4) for t in r["cpu_times"]]
+                        extra[f"{r['name']}_wall_s"] = round(r["wall_s"], 4)
+                        extra[f"{r['name']}_peak_mb"] = None if r["peak_mb"] is None else round(r["peak_mb"], 1)
+                    extra["graspologic_version"] = out["versions"]["graspologic"]
                 t_ours = rows["ours"][0]
                 faq_peers = [v[0] for kname, v in rows.items() if kname in ("scipy", "graspologic")]
                 ratios = {f"{name}_over_ours": round(rows[name][0] / t_ours, 2)
@@ -241,11 +267,44 @@ def bench_faq(quick: bool, restarts: int | None, sizes: list[int] | None, rhos: 
                     ratios["graspologic_goat_over_ours_goat"] = round(rows["graspologic_goat"][0]
                                                                       / rows["ours_goat"][0], 2)
                 record(section="faq", family=family, n=n, rho=rho, n_seeds=k, restarts=R,
-                       **({"goat_restarts": Rg} if "ours_goat" in rows else {}),
+                       **({"goat_restarts": Rg} if "ours_goat" in rows else {}), repeats=reps,
                        **{f"{name}_s": round(v[0], 4) for name, v in rows.items()},
                        **{f"{name}_acc": round(v[1], 4) for name, v in rows.items()},
                        speedup_vs_fastest_faq_peer=round(min(faq_peers) / t_ours, 2) if faq_peers else None,
-                       **ratios, **extra)
+                       **ratios, **extra, interval=False)
+
+
+def _rounds(calls: dict, repeats: int, acc, case: str) -> tuple[dict, dict]:
+    """``repeats`` interleaved rounds of one call of each of ``calls`` (name -> zero-argument call returning
+    ``col_ind``), each measured by ``_harness.measure`` (CPU time of this process; peak resident memory the call
+    added): a load that drifts on a shared machine hits every implementation alike. No per-case warm-up: the
+    section warms every implementation up once on a small problem first.
+
+    Returns ``({name: (median CPU s, accuracy)}, {name_times: [CPU s per round], name_wall_s, name_peak_mb})``.
+    The inputs and ``rng`` are the same in every round, so an accuracy that differs between rounds raises.
+    """
+    from benchmarks._harness import measure
+
+    seen = {name: dict(cpu=[], wall=[], peak=[], acc=[]) for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            m = measure(fn, repeats=1, warmup=0)
+            s = seen[name]
+            s["cpu"].append(m.cpu_s)
+            s["wall"].append(m.wall_s)
+            if m.peak_mb is not None:
+                s["peak"].append(m.peak_mb)
+            s["acc"].append(acc(np.asarray(m.result)))
+    rows, extra = {}, {}
+    for name, s in seen.items():
+        if len(set(s["acc"])) != 1:
+            raise RuntimeError(f"faq {case}: {name} accuracy differs across repeats ({s['acc']}) on the same "
+                               f"inputs and rng; fix its seeding before taking a median time")
+        rows[name] = (statistics.median(s["cpu"]), s["acc"][0])
+        extra[f"{name}_times"] = [round(t, 4) for t in s["cpu"]]
+        extra[f"{name}_wall_s"] = round(statistics.median(s["wall"]), 4)
+        extra[f"{name}_peak_mb"] = round(max(s["peak"]), 1) if s["peak"] else None
+    return rows, extra
 
 
 def bench_local_cka(quick: bool, seed: int, naive_rows: int | None) -> None:
@@ -336,6 +395,9 @@ def main(argv=None) -> None:
     ap.add_argument("--goat-max-n", type=int, default=10**9, help="faq: skip the GOAT runs above this n")
     ap.add_argument("--graspologic-default-max-n", type=int, default=10**9,
                     help="faq: also run graph_match with its default settings up to this n")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="faq: interleaved rounds per case, medians reported (default: 3 in --full up to n = 500, "
+                         "else 1)")
     ap.add_argument("--naive-rows", type=int, default=None, help="local-cka: query rows timed in the loop")
     ap.add_argument("--x", help="real: features of side X (.npy)")
     ap.add_argument("--y", help="real: features of side Y (.npy), row i pairs with row i of --x")
@@ -344,6 +406,8 @@ def main(argv=None) -> None:
     ap.add_argument("--splits", type=int, default=5)
     ap.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = ap.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        ap.error(f"--repeats must be >= 1, got {args.repeats}")
     OUT = args.out
     import torch
 
@@ -352,7 +416,7 @@ def main(argv=None) -> None:
     if args.section in ("faq", "all"):
         bench_faq(quick, args.restarts, args.sizes, args.rhos, args.seed, args.peers_max_n, args.pot_max_n,
                   args.graspologic_python, args.threads, args.goat_restarts, args.graspologic_default_max_n,
-                  args.goat_max_n)
+                  args.goat_max_n, args.repeats)
     if args.section in ("local-cka", "all"):
         bench_local_cka(quick, args.seed, args.naive_rows)
     if args.section == "real" or (args.section == "all" and args.x):
