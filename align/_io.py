@@ -15,7 +15,8 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["atomic_write", "json_default", "load_features", "save_features", "sha256_file", "FEATURE_SUFFIXES"]
+__all__ = ["atomic_write", "json_default", "load_features", "save_features", "sha256_file", "split_feature_path",
+           "FEATURE_SUFFIXES"]
 
 FEATURE_SUFFIXES = (".npy", ".npz", ".safetensors")
 
@@ -94,6 +95,16 @@ def save_features(path: str | os.PathLike, X: np.ndarray, *, key: str = "feature
     return path
 
 
+def split_feature_path(path: str | os.PathLike) -> tuple[Path, str | None]:
+    """``FILE:KEY`` (how the command line picks one array of a multi-array file) -> ``(FILE, KEY)``; a path that
+    exists as written, or has no ``:`` in its name, is returned whole with ``KEY`` None."""
+    path = Path(path)
+    if not path.exists() and ":" in path.name:
+        name, key = path.name.rsplit(":", 1)
+        return path.with_name(name), key
+    return path, None
+
+
 def load_features(path: str | os.PathLike, *, key: str | None = None, mmap: bool = True) -> np.ndarray:
     """Read a feature array from ``.npy`` (memory-mapped by default), ``.npz`` or ``.safetensors``.
 
@@ -102,9 +113,8 @@ def load_features(path: str | os.PathLike, *, key: str | None = None, mmap: bool
     ``FileNotFoundError`` with a one-line message, never a half-read array.
     """
     path = Path(path)
-    if key is None and not path.exists() and ":" in path.name:
-        name, key = path.name.rsplit(":", 1)
-        path = path.with_name(name)
+    if key is None:
+        path, key = split_feature_path(path)
     if not path.exists():
         raise FileNotFoundError(f"feature file {str(path)!r} does not exist; check the path or run `unialign embed`")
     if path.is_dir():

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._io import atomic_write, sha256_file, split_feature_path
+
 log = logging.getLogger(__name__)
 
 __all__ = ["SIDECAR_SUFFIX", "check_trained_on", "file_record", "provenance", "recorded_encoder",
@@ -36,44 +38,41 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _split_key(path: Path) -> tuple[Path, str | None]:
-    """``FILE:KEY`` (the command line's way to pick an array) -> (FILE, KEY)."""
-    if not path.exists() and ":" in path.name:
-        name, key = path.name.rsplit(":", 1)
-        return path.with_name(name), key
-    return path, None
-
-
 def _sha256(path: Path) -> str:
     """sha256 of a file, once per (path, size, mtime) in this process; a feature-cache file's digest is read from its
     entry's ``meta.json`` (written when the entry was completed) instead of hashing gigabytes again."""
-    from ._io import sha256_file
-
     st = path.stat()
     token = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if token not in _HASHES:
-        _HASHES[token] = _cache_digest(path, st.st_size) or sha256_file(path)
+        _HASHES[token] = _cache_digest(path) or sha256_file(path)
     return _HASHES[token]
 
 
-def _cache_digest(path: Path, size: int) -> str | None:
+def _cache_entry(path: Path) -> tuple[dict, dict] | None:
+    """``(meta, file entry)`` of the feature-cache entry ``path`` belongs to, or None. The cache writes
+    ``meta.json`` last, so a file modified after it (even to the same size) is not described by it."""
     meta_path = path.parent / "meta.json"
-    # the cache writes meta.json last: a file modified after it (even to the same size) is hashed, not trusted
-    if not meta_path.is_file() or path.stat().st_mtime_ns > meta_path.stat().st_mtime_ns:
-        return None
     try:
-        for entry in (json.loads(meta_path.read_text()).get("files") or {}).values():
-            if entry.get("file") == path.name and entry.get("bytes") == size and entry.get("sha256"):
-                return str(entry["sha256"])
+        if not meta_path.is_file() or path.stat().st_mtime_ns > meta_path.stat().st_mtime_ns:
+            return None
+        meta = json.loads(meta_path.read_text())
+        for entry in (meta.get("files") or {}).values():
+            if entry.get("file") == path.name and entry.get("bytes") == path.stat().st_size:
+                return meta, entry
     except (OSError, ValueError, AttributeError):
         return None
     return None
 
 
+def _cache_digest(path: Path) -> str | None:
+    found = _cache_entry(path)
+    return str(found[1]["sha256"]) if found and found[1].get("sha256") else None
+
+
 def file_record(path: str | os.PathLike) -> dict:
     """``{"path", "sha256", "bytes"}`` of an input file (``FILE:KEY`` adds ``"key"``), plus the encoder the file
     records, if any; a path that does not exist gives ``{"path", "missing": True}``."""
-    path, key = _split_key(Path(path))
+    path, key = split_feature_path(path)
     if not path.is_file():
         return {"path": str(path), "missing": True}
     out: dict[str, Any] = {"path": str(path), "sha256": _sha256(path), "bytes": path.stat().st_size}
@@ -160,8 +159,6 @@ def command_line() -> str:
 def write_feature_sidecar(path: str | os.PathLike, record: dict) -> Path:
     """Write ``record`` (``provenance(encoder=…, …)``) beside a feature file as ``<file>.provenance.json``, with the
     file's sha256, atomically. :func:`recorded_encoder` trusts it only while the file still has that sha256."""
-    from ._io import atomic_write
-
     path = Path(path)
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
     body = dict(record, file={"name": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size})
@@ -175,9 +172,10 @@ def recorded_encoder(path: str | os.PathLike) -> str | None:
 
     Looked up, in order: the sidecar ``<file>.provenance.json`` written by ``unialign embed --out`` (ignored when
     the file's sha256 no longer matches: the file was overwritten since); the ``unialign.encoder`` entry of a
-    ``.safetensors`` header; the ``meta.json`` of the feature-cache entry the file sits in.
+    ``.safetensors`` header; the ``meta.json`` of the feature-cache entry the file sits in (unless the file was
+    modified after it).
     """
-    path, _ = _split_key(Path(path))
+    path, _ = split_feature_path(path)
     if not path.is_file():
         return None
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
@@ -199,15 +197,9 @@ def recorded_encoder(path: str | os.PathLike) -> str | None:
                 return spec
         except Exception:  # noqa: BLE001 - a corrupt file is reported by load_features, not here
             return None
-    meta_path = path.parent / "meta.json"
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            names = {f.get("file") for f in (meta.get("files") or {}).values()}
-            if path.name in names and meta.get("encoder", {}).get("spec"):
-                return str(meta["encoder"]["spec"])
-        except (OSError, ValueError, AttributeError):
-            return None
+    found = _cache_entry(path)
+    if found and isinstance(found[0].get("encoder"), dict) and found[0]["encoder"].get("spec"):
+        return str(found[0]["encoder"]["spec"])
     return None
 
 

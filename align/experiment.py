@@ -84,7 +84,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write, json_default, load_features, pick_array, sha256_file
+from ._io import atomic_write, json_default, load_features, pick_array, sha256_file, split_feature_path
 
 log = logging.getLogger(__name__)
 
@@ -410,13 +410,8 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out:
             if extra:
                 raise _fail(f"{k}.{extra[0]}", "only applies to features made by an encoder")
             file = _expand(_want(spec["file"], str, f"{k}.file", "a path string (FILE or FILE:KEY)"), f"{k}.file")
-            fkey = None
             p = Path(file).expanduser()
-            p = p if p.is_absolute() else base / p
-            if not p.is_file() and ":" in file:
-                head, fkey = file.rsplit(":", 1)
-                p = Path(head).expanduser()
-                p = p if p.is_absolute() else base / p
+            p, fkey = split_feature_path(p if p.is_absolute() else base / p)
             if not p.is_file():
                 raise _fail(f"{k}.file", f"feature file {str(p)!r} does not exist")
             n, d = _file_shape(p, fkey, f"{k}.file")
