@@ -19,6 +19,7 @@ import align._validation as validation
 from align.cli import _raised_on_purpose, main
 
 from ._cli_helpers import one_error_line as _error
+from ._cli_helpers import zeroshot_inputs
 
 
 def _invoke(args, expect):
@@ -66,20 +67,7 @@ def test_retrieve_ks_must_be_positive(files, ks):
 
 
 def test_zeroshot_top_k_larger_than_the_classes(tmp_path):
-    import projectors
-
-    gen = np.random.default_rng(1)
-    proj = projectors.make_projector("linear").fit(gen.normal(size=(50, 1280)), gen.normal(size=(50, 8)))
-    proj.save(tmp_path / "p.pt", x_encoder="efficientnet-lite0", y_encoder="some-text-encoder")
-    (tmp_path / "classes.txt").write_text("cat\ndog\ntemple\n")
-    np.save(tmp_path / "c.npy", gen.normal(size=(3, 8)).astype(np.float32))
-    (tmp_path / "img").mkdir()
-    from PIL import Image
-
-    Image.new("RGB", (8, 8)).save(tmp_path / "img" / "a.png")
-    line = _error(_invoke(["zeroshot", "--projector", tmp_path / "p.pt", "--images", tmp_path / "img", "--classes",
-                           tmp_path / "classes.txt", "--class-features", tmp_path / "c.npy", "--top-k", "4",
-                           "--no-progress"], 1))
+    line = _error(_invoke(zeroshot_inputs(tmp_path) + ["--top-k", "4"], 1))
     assert "--top-k 4 is larger than the 3 candidate classes" in line
 
 

@@ -22,6 +22,7 @@ from align._provenance import provenance, recorded_encoder, write_feature_sideca
 from align.cli import main
 
 from ._cli_helpers import one_error_line as _error
+from ._cli_helpers import zeroshot_inputs
 
 
 def _sha(path) -> str:
@@ -273,20 +274,7 @@ def test_a_cache_file_is_identified_by_its_entry_digest(tmp_path):
 
 
 def test_zeroshot_records_projector_encoders_images_and_class_vectors(tmp_path):
-    from PIL import Image
-
-    import projectors
-
-    gen = np.random.default_rng(1)
-    proj = projectors.make_projector("linear").fit(gen.normal(size=(50, 1280)), gen.normal(size=(50, 8)))
-    proj.save(tmp_path / "p.pt", x_encoder="efficientnet-lite0", y_encoder="some-text-encoder")
-    (tmp_path / "classes.txt").write_text("cat\ndog\ntemple\n")
-    np.save(tmp_path / "c.npy", gen.normal(size=(3, 8)).astype(np.float32))
-    (tmp_path / "img").mkdir()
-    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "img" / "a.png")
-    out = _json(_invoke(["zeroshot", "--projector", tmp_path / "p.pt", "--images", tmp_path / "img", "--classes",
-                         tmp_path / "classes.txt", "--class-features", tmp_path / "c.npy", "--no-progress",
-                         "--cache-dir", tmp_path / "cache"]))
+    out = _json(_invoke(zeroshot_inputs(tmp_path) + ["--cache-dir", tmp_path / "cache"]))
     p = out["provenance"]
     _check_versions(p)
     assert p["projector"]["sha256"] == _sha(tmp_path / "p.pt") and p["encoder"] == "efficientnet-lite0"
