@@ -22,6 +22,7 @@ from align._io import load_features, save_features
 from align.cli import main
 from align.features import embed
 
+from .._cli_helpers import one_error_line
 from ._toys import ToyEncoder, ToyText, reference_features
 
 
@@ -86,8 +87,14 @@ class DiskFull:
                         return _FullFile(f, outer.budget)
                 return f
 
+        self._monkeypatch = monkeypatch
         monkeypatch.setattr(io_mod, "os", _Os())
         monkeypatch.setattr(io_mod, "tempfile", _Tempfile())
+
+    def clear(self) -> None:
+        """Space is freed: ``align._io`` writes to the real disk again."""
+        self._monkeypatch.setattr(io_mod, "os", os)
+        self._monkeypatch.setattr(io_mod, "tempfile", tempfile)
 
 
 def _temporaries(root: Path) -> list[Path]:
@@ -96,9 +103,7 @@ def _temporaries(root: Path) -> list[Path]:
 
 def _one_error_line(result, fragment="no space left on device"):
     assert result.exit_code == 1, (result.stdout, result.stderr, result.exception)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and fragment in errors[0].lower(), result.stderr
-    assert "Traceback" not in result.output
+    assert fragment in one_error_line(result).lower(), result.stderr
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".npz", ".safetensors"])
@@ -176,8 +181,7 @@ def test_cli_embed_disk_full_one_line_then_rerun(tmp_path, monkeypatch, toy_cli,
     fault = DiskFull(monkeypatch, name="o.npy" if target == "out" else "", nth=0, budget=50)
     _one_error_line(CliRunner().invoke(main, args))
     assert fault.failed and not out.exists() and _temporaries(tmp_path) == []
-    monkeypatch.setattr(io_mod, "os", os)
-    monkeypatch.setattr(io_mod, "tempfile", tempfile)
+    fault.clear()
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.stderr
     ref = reference_features(ToyEncoder(layers=("a",)), ToyText(10))["a"]
@@ -198,8 +202,7 @@ def test_cli_fit_disk_full_one_line_then_rerun(tmp_path, monkeypatch):
     fault = DiskFull(monkeypatch, name="p.pt", budget=200)
     _one_error_line(CliRunner().invoke(main, args))
     assert fault.failed and not out.exists() and _temporaries(tmp_path) == []
-    monkeypatch.setattr(io_mod, "os", os)
-    monkeypatch.setattr(io_mod, "tempfile", tempfile)
+    fault.clear()
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.stderr
     assert load_projector(out).transform(X).shape == (60, 4)
@@ -216,8 +219,7 @@ def test_cli_fit_checkpoint_disk_full_one_line_then_rerun(tmp_path, monkeypatch)
     fault = DiskFull(monkeypatch, name="ckpt.pt", budget=500)
     _one_error_line(CliRunner().invoke(main, args))
     assert fault.failed and not out.exists() and not ckpt.exists() and _temporaries(tmp_path) == []
-    monkeypatch.setattr(io_mod, "os", os)
-    monkeypatch.setattr(io_mod, "tempfile", tempfile)
+    fault.clear()
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.stderr
     assert out.exists()
