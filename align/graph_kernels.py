@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_float, check_int
+from ._validation import InputTypeError, check_float, check_int
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ def _check_graph(graph) -> None:
     from .data._graph import Graph
 
     if not isinstance(graph, Graph):
-        raise TypeError(f"`graph` must be an align.data Graph (e.g. load_dataset('wordnet:imagenet-1k').graph), "
-                        f"got {type(graph).__name__}")
+        raise InputTypeError(f"`graph` must be an align.data Graph (e.g. load_dataset('wordnet:imagenet-1k').graph), "
+                             f"got {type(graph).__name__}")
     iso = graph.isolated()
     if len(iso):
         raise ValueError(f"graph {graph.name!r} has {len(iso)} isolated node(s) (e.g. {graph.node_ids[iso[0]]!r}); "
@@ -51,7 +51,7 @@ def _nodes(graph, nodes: Any) -> np.ndarray:
         return np.arange(graph.n_nodes)
     idx = np.asarray(nodes)
     if idx.ndim != 1 or idx.dtype.kind not in "iu":
-        raise TypeError(f"`nodes` must be a 1-D array of node indices, got {idx.dtype} array of shape {idx.shape}")
+        raise InputTypeError(f"`nodes` must be a 1-D array of node indices, got {idx.dtype} array of shape {idx.shape}")
     if len(idx) and (idx.min() < 0 or idx.max() >= graph.n_nodes):
         raise ValueError(f"`nodes` must be indices in [0, {graph.n_nodes}), got range [{idx.min()}, {idx.max()}]")
     return idx.astype(np.int64)
@@ -113,7 +113,7 @@ def shortest_path_distances(graph, nodes: Any = None, *, weighted: bool = False)
     from .data._graph import Graph
 
     if not isinstance(graph, Graph):
-        raise TypeError(f"`graph` must be an align.data Graph, got {type(graph).__name__}")
+        raise InputTypeError(f"`graph` must be an align.data Graph, got {type(graph).__name__}")
     idx = _nodes(graph, nodes)
     D = shortest_path(graph.adjacency(), directed=False, unweighted=not weighted, indices=idx)
     return np.ascontiguousarray(D[:, idx])

@@ -48,7 +48,7 @@ import numpy as np
 from ._similarity._common import check_batch_size, compute_device, validate_pair
 from ._similarity._memory import check_similarity_memory
 from ._similarity._registry import INVARIANCES, SPECS, MetricInfo, bind_params, get_spec
-from ._validation import check_int, check_rng, is_torch
+from ._validation import InputTypeError, check_int, check_rng, is_torch
 
 __all__ = [
     "INVARIANCES",
@@ -367,7 +367,7 @@ def permutation_null(X: Any, Y: Any, metric: str = "linear_cka", n_permutations:
 
 def _check_feature_map(feats: Any, name: str) -> dict:
     if not isinstance(feats, Mapping):
-        raise TypeError(f"`{name}` must be a mapping of name -> (n, d) features, got {type(feats).__name__}")
+        raise InputTypeError(f"`{name}` must be a mapping of name -> (n, d) features, got {type(feats).__name__}")
     if len(feats) == 0:
         raise ValueError(f"`{name}` is empty; give at least one named feature array")
     return {str(k): v for k, v in feats.items()}

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import InputTypeError
 from ._provenance import check_trained_on
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,9 @@ class StitchedEncoder:
 
     def __init__(self, encoder: Any, projector: Any, *, target: str | None = None):
         if not hasattr(encoder, "encode") or not hasattr(encoder, "dim"):
-            raise TypeError(f"`encoder` must be an align encoder (encode(), dim), got {type(encoder).__name__}")
+            raise InputTypeError(f"`encoder` must be an align encoder (encode(), dim), got {type(encoder).__name__}")
         if not hasattr(projector, "transform"):
-            raise TypeError(f"`projector` must have transform(X), got {type(projector).__name__}")
+            raise InputTypeError(f"`projector` must have transform(X), got {type(projector).__name__}")
         n_in = getattr(projector, "n_features_in_", None)
         if n_in is None:
             raise ValueError("`projector` is not fitted; fit it or load a saved one with projectors.load_projector")

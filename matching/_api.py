@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from align._validation import (check_array, check_choice, check_memory, check_not_constant, check_partial_match,
-                               is_torch)
+from align._validation import (InputTypeError, check_array, check_choice, check_memory, check_not_constant,
+                               check_partial_match, is_torch)
 
 from ._assign import assign
 from ._kernels import KERNELS, kernel_factor, kernel_matrix
@@ -126,8 +126,8 @@ def check_method_params(method: str, params: dict) -> tuple[Callable, int]:
     valid = _valid_params(func)
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        raise TypeError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for method {method!r}; valid: "
-                        f"{', '.join(valid)}")
+        raise InputTypeError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for method {method!r}; valid: "
+                             f"{', '.join(valid)}")
     return func, min_seeds
 
 
@@ -214,8 +214,8 @@ def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: A
     if not is_torch(Y) and not Y.flags.writeable:
         Y = np.array(Y)
     if is_torch(X) != is_torch(Y):
-        raise TypeError(f"`X` and `Y` must both be numpy arrays or both torch tensors, got "
-                        f"{type(X).__name__} and {type(Y).__name__}")
+        raise InputTypeError(f"`X` and `Y` must both be numpy arrays or both torch tensors, got "
+                             f"{type(X).__name__} and {type(Y).__name__}")
     check_not_constant(X, "X")
     check_not_constant(Y, "Y")
     n_x, n_y = X.shape[0], Y.shape[0]

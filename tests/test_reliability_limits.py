@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import align._validation as validation
-from align.cli import _raised_on_purpose, main
+from align.cli import main
 
 from ._cli_helpers import one_error_line as _error
 from ._cli_helpers import zeroshot_inputs
@@ -242,14 +242,18 @@ def test_a_bug_keeps_its_traceback_in_a_real_process(files):
 
 
 def test_errors_raised_on_purpose_are_told_from_bugs():
+    """The library's deliberate errors are ValueErrors (wrong types too, as InputTypeError; a missing optional
+    package as MissingPackageError); a TypeError from a bug is not."""
     from align.encoders import load_encoder
 
-    with pytest.raises(TypeError) as info:
-        load_encoder(123)  # the library's own `raise TypeError(...)`
-    assert _raised_on_purpose(info.value)
+    with pytest.raises(validation.InputTypeError) as info:
+        load_encoder(123)
+    assert isinstance(info.value, (TypeError, ValueError))
     with pytest.raises(TypeError) as info:
         _buggy_type_error(None)
-    assert not _raised_on_purpose(info.value)
+    assert not isinstance(info.value, ValueError)
+    assert issubclass(validation.MissingPackageError, ImportError) and issubclass(validation.MissingPackageError,
+                                                                                    ValueError)
 
 
 @pytest.mark.parametrize("call, fragment", [

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_array, check_int, is_torch
+from .._validation import InputTypeError, check_array, check_int, is_torch
 
 # Working-set budget of one chunk of rows (or one block of a Gram matrix), in bytes.
 CHUNK_BYTES = 64 * 2**20
@@ -188,7 +188,7 @@ def validate_pair(X: Any, Y: Any, *, min_rows: int, metric: str):
             f"got {X.shape[0]} and {Y.shape[0]}"
         )
     if is_torch(X) != is_torch(Y):
-        raise TypeError(
+        raise InputTypeError(
             f"`X` and `Y` must both be numpy arrays or both torch tensors, got {type(X).__name__} and "
             f"{type(Y).__name__}"
         )

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._validation import check_choice, check_float, check_int
+from .._validation import InputTypeError, check_choice, check_float, check_int
 from . import _kernel, _moments, _neighbors
 from . import _rsa as _rsa_module
 
@@ -146,7 +146,7 @@ def _check_sigma(p):
 def _check_k(p):
     p["k"] = check_int("k", p.get("k", 10), min_value=1)
     if not isinstance(p.get("normalize", True), bool):
-        raise TypeError(f"`normalize` must be True or False, got {p['normalize']!r}")
+        raise InputTypeError(f"`normalize` must be True or False, got {p['normalize']!r}")
     return p
 
 
@@ -265,7 +265,7 @@ def bind_params(spec: _Spec, params: Mapping[str, Any]) -> dict:
     unknown = sorted(set(params) - set(valid))
     if unknown:
         names = ", ".join(map(repr, valid)) or "none besides batch_size and device"
-        raise TypeError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for metric {spec.info.name!r}; "
-                        f"its parameters are {names}")
+        raise InputTypeError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for metric {spec.info.name!r}; "
+                             f"its parameters are {names}")
     p = {**valid, **params}
     return spec.check(p)

@@ -30,6 +30,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from .._validation import InputTypeError
 from ._base import Dataset
 
 __all__ = ["Dataset", "load_dataset", "list_datasets", "load_paired_text"]
@@ -130,7 +131,7 @@ def load_dataset(spec: str, **options) -> Dataset:
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
     if not isinstance(spec, str):
-        raise TypeError(
+        raise InputTypeError(
             f"`spec` must be a dataset spec string such as 'concepts:imagenet-1k', got {type(spec).__name__}"
         )
     prefix, sep, rest = spec.partition(":")

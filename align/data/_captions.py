@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import InputTypeError
 from ._base import Dataset
 from ._common import check_options, existing_file, hash_files, hash_texts, open_rgb, open_text
 
@@ -52,7 +53,7 @@ def _as_splits(split: Any) -> set[str] | None:
     elif isinstance(split, (list, tuple, set)) and all(isinstance(s, str) for s in split):
         parts = list(split)
     else:
-        raise TypeError(f"`split` must be a string such as 'test' or 'train,restval', got {type(split).__name__}")
+        raise InputTypeError(f"`split` must be a string such as 'test' or 'train,restval', got {type(split).__name__}")
     if not parts:
         raise ValueError("`split` must name at least one split, such as 'test'")
     return set(parts)

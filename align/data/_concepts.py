@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validation import MissingPackageError
 from ._base import Dataset
 from ._common import check_options, hash_texts
 
@@ -40,7 +41,8 @@ def timm_info_dir() -> Path:
     """``timm/data/_info`` of the installed timm, found without importing timm."""
     spec = importlib.util.find_spec("timm")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("concept datasets read their text from the timm package; install it with `pip install timm`")
+        raise MissingPackageError("concept datasets read their text from the timm package; install it with "
+                                  "`pip install timm`")
     for root in spec.submodule_search_locations:
         info = Path(root) / "data" / "_info"
         if (info / "imagenet_synset_to_lemma.txt").is_file():

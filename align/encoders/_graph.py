@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._validation import check_float, check_int
+from .._validation import InputTypeError, check_float, check_int
 from ._base import Encoder
 from ._torch import FINAL, file_digest, parse_dtype, parse_layers, state_dict_digest
 
@@ -61,8 +61,8 @@ def _check_nodes(inputs: Sequence[Any]) -> GraphBatch:
         return GraphBatch(g, np.arange(g.n_nodes))
     for x in inputs:
         if not isinstance(x, GraphNode):
-            raise TypeError(f"graph encoders take GraphNode inputs (the 'node' field of a graph dataset) or one Graph, "
-                            f"got {type(x).__name__}")
+            raise InputTypeError("graph encoders take GraphNode inputs (the 'node' field of a graph dataset) or one "
+                                 f"Graph, got {type(x).__name__}")
     graph = inputs[0].graph
     if any(x.graph is not graph for x in inputs):
         raise ValueError("a batch of graph nodes must come from one graph; embed each graph separately")
@@ -83,7 +83,7 @@ class GraphEncoder(Encoder):
         if parse_layers(layers) != [FINAL]:
             raise ValueError(f"{spec!r} has one output: `layers` is not available for it")
         if normalize is not None and not isinstance(normalize, bool):
-            raise TypeError(f"`normalize` must be True, False or None, got {normalize!r}")
+            raise InputTypeError(f"`normalize` must be True, False or None, got {normalize!r}")
         self.normalize = bool(normalize)
         if batch_size is not None:
             self.default_batch_size = check_int("batch_size", batch_size, min_value=1)
@@ -332,7 +332,7 @@ class GNNEncoder(GraphEncoder):
         from .._backend import resolve_device
 
         if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"`model` must be a torch.nn.Module or TorchScript module, got {type(model).__name__}")
+            raise InputTypeError(f"`model` must be a torch.nn.Module or TorchScript module, got {type(model).__name__}")
         if graph_input not in _GRAPH_INPUTS:
             raise ValueError(f"`graph_input` must be one of {', '.join(_GRAPH_INPUTS)}, got {graph_input!r}")
         self.graph_input = graph_input
@@ -355,8 +355,8 @@ class GNNEncoder(GraphEncoder):
     @staticmethod
     def _check_features(node_features: Any) -> str:
         if not isinstance(node_features, str):
-            raise TypeError(f"`node_features` must be 'degree', 'ones', 'spectral:K' or a .npy path, got "
-                            f"{node_features!r}")
+            raise InputTypeError(f"`node_features` must be 'degree', 'ones', 'spectral:K' or a .npy path, got "
+                                 f"{node_features!r}")
         if node_features in ("degree", "ones"):
             return node_features
         if node_features.startswith("spectral:"):
@@ -451,8 +451,8 @@ def load_graph_encoder(name: str, **options) -> GraphEncoder:
     valid = [p for p in inspect.signature(kinds[name]).parameters if p != "self"]
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise TypeError(f"encoder 'graph:{name}' does not take option(s) {', '.join(unknown)}; its options are "
-                        f"{', '.join(valid)}")
+        raise InputTypeError(f"encoder 'graph:{name}' does not take option(s) {', '.join(unknown)}; its options are "
+                             f"{', '.join(valid)}")
     return kinds[name](**options)
 
 

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._validation import check_int
+from .._validation import InputTypeError, check_int
 from ._base import Encoder
 from ._torch import FINAL, TorchEncoder, file_digest, parse_layers, state_dict_digest
 
@@ -48,7 +48,7 @@ def check_cloud(x: Any, k: int) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"point-cloud inputs must be (n, 3) arrays, got {type(x).__name__} for input {k}")
+        raise InputTypeError(f"point-cloud inputs must be (n, 3) arrays, got {type(x).__name__} for input {k}")
     if x.ndim != 2 or x.shape[1] < 3 or x.shape[0] == 0:
         raise ValueError(f"point cloud {k} has shape {x.shape}; expected (n, 3) with n >= 1 "
                          "(extra columns are ignored)")
@@ -137,7 +137,7 @@ class ShapeDescriptorEncoder(Encoder):
         if parse_layers(layers) != [FINAL]:
             raise ValueError("shape descriptors have one output: `layers` is not available for them")
         if normalize is not None and not isinstance(normalize, bool):
-            raise TypeError(f"`normalize` must be True, False or None, got {normalize!r}")
+            raise InputTypeError(f"`normalize` must be True, False or None, got {normalize!r}")
         self.kinds = kinds
         self.bins = check_int("bins", bins, min_value=2)
         self.n_points = check_int("n_points", n_points, min_value=3)
@@ -255,12 +255,12 @@ class PointCloudModelEncoder(TorchEncoder):
         import torch
 
         if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"`model` must be a torch.nn.Module or TorchScript module, got {type(model).__name__}")
+            raise InputTypeError(f"`model` must be a torch.nn.Module or TorchScript module, got {type(model).__name__}")
         if parse_layers(layers) != [FINAL]:
             raise ValueError(f"{spec!r} returns one output: `layers` is not available for it")
         for name, v in (("channels_first", channels_first), ("center", center)):
             if not isinstance(v, bool):
-                raise TypeError(f"`{name}` must be True or False, got {v!r}")
+                raise InputTypeError(f"`{name}` must be True or False, got {v!r}")
         if isinstance(model, torch.jit.ScriptModule):
             from ._graph import _Frozen
 

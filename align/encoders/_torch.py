@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from .._backend import resolve_device
 from .._io import sha256_file
-from .._validation import check_int
+from .._validation import InputTypeError, check_int
 from ._base import Encoder
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def parse_pooling(pooling: Any, *, allow_none: bool = True) -> str | None:
     if pooling is None and allow_none:
         return None
     if not isinstance(pooling, str):
-        raise TypeError(f"`pooling` must be one of {', '.join(map(repr, POOLINGS))} or None, got {pooling!r}")
+        raise InputTypeError(f"`pooling` must be one of {', '.join(map(repr, POOLINGS))} or None, got {pooling!r}")
     pooling = _POOLING_ALIASES.get(pooling, pooling)
     if pooling not in POOLINGS:
         raise ValueError(f"`pooling` must be one of {', '.join(map(repr, POOLINGS))} or None, got {pooling!r}")
@@ -95,7 +95,7 @@ def parse_layers(layers: Any) -> list[str | int]:
     try:
         layers = list(layers)
     except TypeError:
-        raise TypeError(f"`layers` must be a layer name, an index, or a list of them, got {layers!r}") from None
+        raise InputTypeError(f"`layers` must be a layer name, an index, or a list of them, got {layers!r}") from None
     if not layers:
         raise ValueError("`layers` must name at least one layer, got an empty list; omit it for the final layer")
     out: list[str | int] = []
@@ -104,7 +104,7 @@ def parse_layers(layers: Any) -> list[str | int]:
             try:
                 layer = check_int("layers", layer)
             except TypeError:
-                raise TypeError(f"`layers` entries must be names or integer indices, got {layer!r}") from None
+                raise InputTypeError(f"`layers` entries must be names or integer indices, got {layer!r}") from None
         if isinstance(layer, str) and layer.lstrip("-").isdigit():
             layer = int(layer)
         out.append(layer)
@@ -215,11 +215,12 @@ def to_pil(x: Any):
             raise ValueError(f"image {str(path)!r} could not be decoded ({exc}); remove or replace the file") from None
     if isinstance(x, np.ndarray) and x.ndim in (2, 3):
         if x.dtype != np.uint8:
-            raise TypeError(
+            raise InputTypeError(
                 f"image arrays must be uint8 (H, W[, 3]), got dtype {x.dtype}; convert with .astype(np.uint8)"
             )
         return Image.fromarray(x).convert("RGB")
-    raise TypeError(f"image inputs must be PIL images, file paths or uint8 (H, W, 3) arrays, got {type(x).__name__}")
+    raise InputTypeError(f"image inputs must be PIL images, file paths or uint8 (H, W, 3) arrays, "
+                         f"got {type(x).__name__}")
 
 
 class ImagePreprocessor:
@@ -258,7 +259,7 @@ def check_texts(inputs: Sequence[Any]) -> list[str]:
         raise ValueError("cannot preprocess an empty batch of texts")
     for t in texts:
         if not isinstance(t, str):
-            raise TypeError(f"text inputs must be strings, got {type(t).__name__}: {t!r:.60}")
+            raise InputTypeError(f"text inputs must be strings, got {type(t).__name__}: {t!r:.60}")
     return texts
 
 
@@ -293,10 +294,10 @@ class TorchEncoder(Encoder):
         self.device = resolve_device(device if device is not None else "cpu")
         self.dtype = parse_dtype(dtype)
         if not isinstance(autocast, bool):
-            raise TypeError(f"`autocast` must be True or False, got {autocast!r}")
+            raise InputTypeError(f"`autocast` must be True or False, got {autocast!r}")
         self.autocast = autocast if self.dtype != "float32" else False
         if normalize is not None and not isinstance(normalize, bool):
-            raise TypeError(f"`normalize` must be True, False or None, got {normalize!r}")
+            raise InputTypeError(f"`normalize` must be True, False or None, got {normalize!r}")
         self.normalize = normalize
         if batch_size is not None:
             self.default_batch_size = check_int("batch_size", batch_size, min_value=1)
