@@ -483,12 +483,11 @@ def rbf_cka(X, Y, *, sigma="median", median_scale=1.0, batch_size=None, device=N
 
     Everything is float64. Up to n ≈ 4,096 (two n × n float64 matrices in 256 MB) and without ``batch_size`` the
     whole kernel matrices are built (``syrk``, then ``exp`` in place); beyond, square tiles on and above the
-    diagonal (two 512 × 512 tiles plus copies of the rows), each one GEMM of norm-augmented rows. The median is bracketed by a
-    sample of pairs and settled by one float32 pass whose error bound is proven (see
-    ``align._similarity._kernel``), with the undecided pairs recomputed in float64. On one CPU thread this took
-    1.2-4.5× less CPU time than the float32 Gram-matrix code of the papers at n = 1,000-20,000 (0.8× at
-    n = 300), which drifts by 1e-6 (n = 1,000) to 5e-3 (n = 20,000) from the float64 value
-    (``benchmarks/README.md``).
+    diagonal (two 512 × 512 tiles plus copies of the rows), each one GEMM of norm-augmented rows. The median is
+    bracketed by a sample of pairs and settled by one float32 pass whose error bound is proven (see
+    ``align._similarity._kernel``), with the undecided pairs recomputed in float64. Time against the papers' float32
+    Gram-matrix code (which drifts by 1e-6 at n = 1,000 to 5e-3 at n = 20,000 from the float64 value): the generated
+    similarity table of ``benchmarks/README.md`` (``benchmarks/results/full-similarity.json``).
     """
     return compare(X, Y, "rbf_cka", sigma=sigma, median_scale=median_scale, batch_size=batch_size,
                    device=device).value
