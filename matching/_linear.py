@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from align._procrustes import procrustes_map
 from align._validation import check_float, check_int
 
 from ._assign import assign
@@ -63,7 +64,11 @@ def procrustes(X: Any, Y: Any, partial_match: np.ndarray, *, n_refine: int = 0, 
     .. math:: W = \arg\min_{W^\top W = I} \lVert X_s W - Y_s\rVert_F = U V^\top,\quad U\Sigma V^\top = X_s^\top Y_s,
 
     (a semi-orthogonal ``(d_x, d_y)`` map when the widths differ), and pairs are scored by
-    :math:`\cos(x_i W, y_j)`. ``n_refine`` rounds of fit → assign → refit on all matched pairs (stops early when
+    :math:`\cos(x_i W, y_j)`. With fewer independent known pairs than dimensions (rank of :math:`X_s^\top Y_s`
+    below :math:`\min(d_x, d_y)`) the maximiser is not unique: the map is then the canonical one that sends the
+    undetermined directions to zero, :math:`W = U_r V_r^\top` over the ``r`` non-zero singular values (the polar
+    factor of :math:`X_s^\top Y_s`; see :mod:`align._procrustes`), the same for any thread count and backend, and a
+    ``UserWarning`` says so. ``n_refine`` rounds of fit → assign → refit on all matched pairs (stops early when
     the matching no longer changes). Needs at least 2 known pairs.
     """
     import torch
@@ -71,8 +76,7 @@ def procrustes(X: Any, Y: Any, partial_match: np.ndarray, *, n_refine: int = 0, 
     n_refine = check_int("n_refine", n_refine, min_value=0)
 
     def fit(Xs, Ys):
-        U, _, Vt = torch.linalg.svd(Xs.T @ Ys, full_matrices=False)
-        return U @ Vt
+        return procrustes_map(Xs.T @ Ys, complete="zero", what="procrustes")[0]
 
     return _refined(X, Y, partial_match, fit, n_refine, device, "procrustes")
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from align._procrustes import procrustes_map
 from align._validation import check_float, check_int, check_not_constant, check_paired, is_torch
 
 from ._base import Projector, register
@@ -128,9 +129,10 @@ class ProcrustesProjector(Projector):
         d = max(dx, dy)
         M = torch.zeros(d, d, dtype=torch.float64, device=sxy.device)
         M[:dx, :dy] = sxy
-        U, S, Vh = torch.linalg.svd(M)
-        self.rotation_ = U @ Vh  # (d, d)
-        self.scale_ = float(S.sum() / sxx.trace()) if self.scale else 1.0
+        # canonical rotation when the pairs leave some directions free (align._procrustes: nearest the identity)
+        self.rotation_ = procrustes_map(M, complete="identity", what="ProcrustesProjector",
+                                        needed_rank=min(dx, dy))[0]  # (d, d)
+        self.scale_ = float(torch.linalg.svdvals(M).sum() / sxx.trace()) if self.scale else 1.0
         self.mean_x_, self.mean_y_ = mx, my
         self.n_features_in_, self.n_features_y_ = dx, dy
         return self
