@@ -479,14 +479,15 @@ def _plain(value: Any) -> Any:
 
 
 def _closed_form(X, Y, alpha, *, fit_intercept: bool, groups=None, seed: int = 0, scoring: str = "r@1"):
-    """Ridge map X -> Y with ``alpha`` a number or ``"auto"`` (k-fold held-out retrieval): W, b, alpha, curve."""
+    """Ridge map X -> Y with ``alpha`` a number or ``"auto"`` (k-fold held-out retrieval, which also chooses the
+    weight of Y's mean in the intercept, ``curve["intercept_scale"]``): W, b, alpha, curve."""
     from align._ridge import ridge_cv, ridge_fit
 
-    curve = None
+    curve, gamma = None, 1.0
     if isinstance(alpha, str):
         cv = ridge_cv(X, Y, fit_intercept=fit_intercept, groups=groups, rng=seed, scoring=scoring)
-        alpha, curve = cv.alpha, cv.to_dict()
-    W, b = ridge_fit(X, Y, alpha=float(alpha), fit_intercept=fit_intercept)
+        alpha, curve, gamma = cv.alpha, cv.to_dict(), cv.intercept_scale
+    W, b = ridge_fit(X, Y, alpha=float(alpha), fit_intercept=fit_intercept, intercept_scale=gamma)
     return W, b, float(alpha), curve
 
 
