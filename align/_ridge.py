@@ -66,14 +66,14 @@ RETRIEVAL_BLOCK = 1000
 
 @dataclasses.dataclass(frozen=True)
 class RidgeCVResult:
-    """What :func:`ridge_cv` chose and why.
+    r"""What :func:`ridge_cv` chose and why.
 
     Attributes
     ----------
     alpha : float
         The chosen penalty in the units of the full data (pass it as ``alpha=`` to a final fit).
     relative_alpha : float
-        The same, relative to the mean non-zero eigenvalue of :math:`X_c^\\top X_c`.
+        The same, relative to the mean non-zero eigenvalue of :math:`X_c^\top X_c`.
     alphas, relative_alphas : tuple of float
         The grid, absolute (full data) and relative.
     mean, std : tuple of float
@@ -83,10 +83,6 @@ class RidgeCVResult:
     best_alpha : float
         The grid point with the best mean score (the chosen one may differ by ``rule``).
     scoring : {"r@1", "mse"}
-    intercept_scales : sequence of float, optional
-        Candidate :math:`\gamma`: the prediction is :math:`(x - \mu_x) W + \gamma \mu_y`. Default
-        :data:`INTERCEPT_SCALES` (1, 0.5, 0.25, 0.1, 0) for ``"r@1"`` with an intercept, else ``(1,)``. The best
-        (alpha, gamma) cell fixes :math:`\gamma`; ``rule`` then picks alpha along that column.
     rule : {"smallest", "largest", "best"}
     n_folds, n_samples : int
     intercept_scale : float
