@@ -102,8 +102,7 @@ __all__ = [
 CELL_FORMAT = 1
 
 
-class ConfigError(ValueError):
-    """A problem with the experiment file, naming the key."""
+from ...exceptions import ConfigError  # noqa: E402  (re-exported: the experiment's errors)
 
 
 # --------------------------------------------------------------------------------------------------------------
