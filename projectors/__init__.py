@@ -6,6 +6,8 @@ k-dim space) and ``subspace`` (chooses k by held-out retrieval/matching, in fron
 the contrastive losses of :mod:`projectors.losses` and the loop of :mod:`projectors.trainer` (memory-mapped
 features, AdamW, warmup + cosine, early stopping on validation R@1, atomic resumable checkpoints, DDP under
 ``torchrun``). ``save(path)`` / :func:`load_projector` round-trip a fitted projector with its provenance.
+:func:`split_pairs` makes the training/validation split the trained kinds make (groups kept together).
+Every projector says whether it trains (``trains``) and, once fitted, what it chose (``fit_report_``).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from ._base import (
     make_projector,
 )
 from ._linear import CCAProjector, ProcrustesProjector
-from ._neural import GLUProjector, LinearProjector, MLPProjector, TrainedProjector
+from ._neural import GLUProjector, LinearProjector, MLPProjector, TrainedProjector, split_pairs
 from ._subspace import SubspaceProjector
 
 __all__ = [
@@ -33,4 +35,5 @@ __all__ = [
     "list_projectors",
     "load_projector",
     "make_projector",
+    "split_pairs",
 ]

@@ -62,6 +62,11 @@ class Projector:
 
     kind: ClassVar[str] = "base"
     description: ClassVar[str] = ""
+    #: Whether ``fit`` runs a training loop (the training settings apply); closed forms: False.
+    trains: ClassVar[bool] = False
+
+    def _validate_params(self) -> None:
+        """Check the parameter values (``make_projector`` calls it at construction); a one-line error per value."""
 
     # ---- parameters ------------------------------------------------------------------------------------------
     @classmethod
@@ -199,7 +204,10 @@ class Projector:
 
 
 def make_projector(kind: str, **params) -> Projector:
-    """Build an unfitted projector by kind; ``list_projectors()`` names the kinds and what each is for."""
+    """Build an unfitted projector by kind; ``list_projectors()`` names the kinds and what each is for.
+
+    Parameter names and values are checked here (an unknown name is an ``InputTypeError``, a bad value a
+    ``ValueError`` / ``InputTypeError`` naming the parameter), not first at ``fit``."""
     check_choice("projector kind", kind, sorted(_REGISTRY))
     cls = _REGISTRY[kind]
     valid = cls._param_names()
@@ -208,7 +216,9 @@ def make_projector(kind: str, **params) -> Projector:
         raise InputTypeError(
             f"unknown parameter(s) {', '.join(map(repr, unknown))} for projector {kind!r}; valid: {', '.join(valid)}"
         )
-    return cls(**params)
+    projector = cls(**params)
+    projector._validate_params()
+    return projector
 
 
 def list_projectors() -> list[dict]:

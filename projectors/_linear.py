@@ -76,19 +76,11 @@ def _svd_flip(U, V):
 
 
 def ridge_solve(X: Any, Y: Any, *, alpha: float, fit_intercept: bool, device=None):
-    r"""Closed-form ridge regression :math:`\min_{W,b} \|Y - XW - b\|_F^2 + \alpha \|W\|_F^2` in float64."""
-    import torch
+    r"""Closed-form ridge regression :math:`\min_{W,b} \|Y - XW - b\|_F^2 + \alpha \|W\|_F^2` in float64
+    (:func:`align._ridge.ridge_fit`; ``alpha=0`` is the minimum-norm least-squares solution)."""
+    from align._ridge import ridge_fit
 
-    mx, my, sxx, sxy, _ = moments(X, Y, center=fit_intercept, device=device)
-    A = sxx + alpha * torch.eye(sxx.shape[0], dtype=torch.float64, device=sxx.device)
-    try:
-        W = torch.linalg.solve(A, sxy)
-    except RuntimeError:  # singular with alpha == 0
-        raise ValueError(
-            "X^T X is singular (fewer independent rows than features, or constant columns); set `alpha` > 0"
-        ) from None
-    b = my - mx @ W
-    return W, b
+    return ridge_fit(X, Y, alpha=alpha, fit_intercept=fit_intercept, device=device)
 
 
 @register("procrustes", "orthogonal map (rotation/reflection) by SVD of X^T Y; zero-pads unequal dimensions")
@@ -195,6 +187,10 @@ class CCAProjector(Projector):
         self.n_components = n_components
         self.reg = reg
         self.scale_by_correlation = scale_by_correlation
+
+    def _validate_params(self) -> None:
+        check_int("n_components", self.n_components, min_value=1)
+        check_float("reg", self.reg, min_value=0.0)
 
     def fit(self, X: Any, Y: Any) -> CCAProjector:
         import torch

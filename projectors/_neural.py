@@ -127,14 +127,24 @@ class TrainedProjector(Projector):
         bfloat16 autocast on GPU.
     device : str, optional
         Default: CUDA when available, else CPU.
-    init : {"random", "ridge"}
+    init : {"auto", "ridge", "random"}
         ``"ridge"`` starts the head as the closed-form ridge map from X to Y (penalty ``init_alpha``; residual
         branches start at zero), so training refines the least-squares solution instead of starting from scratch.
-        One-sided only (``project_y=False``).
-    init_alpha : float
-        Ridge penalty of that start.
-    rng : int
-        Seed of the initialisation, the split and the data order.
+        One-sided only (``project_y=False``). ``"auto"`` (default): ``"ridge"`` when one-sided, else ``"random"``.
+        The start competes in validation (``best_epoch == -1``, ``fit_report_["start_kept"]``), so with a
+        validation set the fitted map is never worse on it than the closed-form start.
+    init_alpha : float or "auto"
+        Ridge penalty of that start; ``"auto"`` chooses it by k-fold held-out retrieval on the training rows
+        (:func:`align._ridge.ridge_cv`), stored in ``init_alpha_`` and ``init_alpha_curve_``.
+    rng : int, numpy.random.Generator or None
+        Seed of the initialisation, the split, the folds and the data order. ``fit`` draws one int seed from it
+        (``seed_``) and stores that in checkpoints.
+
+    Attributes
+    ----------
+    fit_report_ : dict
+        Plain values for a fit summary: the chosen ridge penalty of the start and its validation curve, the
+        validation R@1 of the start and of the returned weights, the best epoch and whether the start was kept.
     """
 
     def __init__(
@@ -155,9 +165,9 @@ class TrainedProjector(Projector):
         checkpoint_every: int = 0,
         amp: bool = True,
         device: str | None = None,
-        init: str = "random",
-        init_alpha: float = 1.0,
-        rng: int = 0,
+        init: str = "auto",
+        init_alpha: float | str = "auto",
+        rng: Any = 0,
     ):
         self.loss = loss
         self.temperature = temperature
@@ -185,22 +195,53 @@ class TrainedProjector(Projector):
     def _arch(self) -> dict:
         return {}
 
+    @property
+    def trains(self) -> bool:
+        """True: ``fit`` runs the training loop (the training settings apply)."""
+        return True
+
+    def _validate_params(self) -> None:
+        """Check every parameter value (types, ranges, choices); one-line errors naming the parameter."""
+        check_choice("loss", self.loss, ("infonce", "siglip"))
+        check_float("temperature", self.temperature, min_value=0.0, inclusive=False)
+        check_int("batch_size", self.batch_size, min_value=2)
+        check_int("max_epochs", self.max_epochs, min_value=1)
+        check_float("lr", self.lr, min_value=0.0, inclusive=False)
+        check_float("weight_decay", self.weight_decay, min_value=0.0)
+        check_float("warmup", self.warmup, min_value=0.0, max_value=1.0)
+        check_int("patience", self.patience, min_value=1)
+        check_float("val_fraction", self.val_fraction, min_value=0.0, max_value=0.9)
+        check_int("checkpoint_every", self.checkpoint_every, min_value=0)
+        if self.out_dim is not None:
+            check_int("out_dim", self.out_dim, min_value=1)
+        check_choice("init", self.init, ("auto", "ridge", "random"))
+        if self.init == "ridge" and self.project_y:
+            raise ValueError("init='ridge' maps X into Y's own space; it cannot be combined with project_y=True "
+                             "(use init='auto' or 'random')")
+        _check_alpha("init_alpha", self.init_alpha)
+        _check_rng_param(self.rng)
+        self._validate_arch()
+
+    def _validate_arch(self) -> None:
+        pass
+
+    def _seed(self) -> int:
+        from align._validation import check_rng
+
+        if isinstance(self.rng, (int, np.integer)) and not isinstance(self.rng, bool):
+            return int(self.rng)  # an int seed is used as is (same splits and order as before; resumable)
+        return int(check_rng(self.rng).integers(2 ** 63))
+
     def _train_config(self):
         from .trainer import TrainConfig
 
-        check_choice("loss", self.loss, ("infonce", "siglip"))
+        self._validate_params()
+        self.seed_ = self._seed()
         return TrainConfig(
-            loss=self.loss,
-            temperature=check_float("temperature", self.temperature, min_value=0.0, inclusive=False),
-            batch_size=check_int("batch_size", self.batch_size, min_value=2),
-            max_epochs=check_int("max_epochs", self.max_epochs, min_value=1),
-            lr=check_float("lr", self.lr, min_value=0.0, inclusive=False),
-            weight_decay=check_float("weight_decay", self.weight_decay, min_value=0.0),
-            warmup=check_float("warmup", self.warmup, min_value=0.0, max_value=1.0),
-            patience=check_int("patience", self.patience, min_value=1),
-            amp=bool(self.amp),
-            seed=check_int("rng", self.rng, min_value=0),
-            checkpoint_every=check_int("checkpoint_every", self.checkpoint_every, min_value=0),
+            loss=self.loss, temperature=float(self.temperature), batch_size=int(self.batch_size),
+            max_epochs=int(self.max_epochs), lr=float(self.lr), weight_decay=float(self.weight_decay),
+            warmup=float(self.warmup), patience=int(self.patience), amp=bool(self.amp), seed=self.seed_,
+            checkpoint_every=int(self.checkpoint_every),
         )
 
     def fit(self, X: Any, Y: Any, *, groups: Any = None, X_val: Any = None, Y_val: Any = None,
@@ -230,8 +271,7 @@ class TrainedProjector(Projector):
         config = self._train_config()
         groups = None if groups is None else _check_groups(groups, n, "groups")
         if X_val is None:
-            vf = check_float("val_fraction", self.val_fraction, min_value=0.0, max_value=0.9)
-            train_rows, val_rows = split_by_group(n, groups, vf, config.seed)
+            train_rows, val_rows = split_pairs(n, groups, float(self.val_fraction), config.seed)
             if val_rows is not None:
                 X_val, Y_val = np.asarray(X[val_rows], np.float32), np.asarray(Y[val_rows], np.float32)
                 groups_val = None if groups is None else groups[val_rows]
@@ -254,13 +294,11 @@ class TrainedProjector(Projector):
             torch.manual_seed(config.seed)
             x_head = self._make_head(d_x, d_out)
             y_head = self._make_head(d_y, d_out) if self.project_y else None
-        if check_choice("init", self.init, ("random", "ridge")) == "ridge":
-            if self.project_y:
-                raise ValueError("init='ridge' maps X into Y's own space; it cannot be combined with project_y=True")
-            from ._linear import ridge_solve
-
-            W, b = ridge_solve(X, Y, alpha=check_float("init_alpha", self.init_alpha, min_value=0.0),
-                               fit_intercept=True)
+        self.init_alpha_, self.init_alpha_curve_ = None, None
+        start = "ridge" if self.init == "ridge" or (self.init == "auto" and not self.project_y) else "random"
+        if start == "ridge":
+            W, b, self.init_alpha_, self.init_alpha_curve_ = _closed_form(
+                X, Y, self.init_alpha, fit_intercept=True, groups=groups, seed=config.seed)
             _warm_start(x_head, W, b)
         from .trainer import data_fingerprint
 
@@ -275,6 +313,19 @@ class TrainedProjector(Projector):
         self.train_result_ = result
         self.history_ = result.history
         self.n_features_in_, self.n_features_y_ = d_x, d_y
+        self.fit_report_ = {
+            "kind": self.kind, "trains": True, "start": start, "init_alpha": self.init_alpha_,
+            "init_alpha_curve": self.init_alpha_curve_, "n_train": int(X.shape[0]),
+            "n_val": None if X_val is None else int(X_val.shape[0]),
+            "val_R@1_start": None if X_val is None else result.initial_score,
+            "val_R@1": None if X_val is None else result.best_score,
+            "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+            "start_kept": bool(X_val is not None and result.best_epoch == -1),
+        }
+        if self.fit_report_["start_kept"]:
+            log.info("%s: no epoch beat the %s start on validation R@1 (%.4f); returning the start", self.kind,
+                     start, result.initial_score)
         return self
 
     def _transform_torch(self, X, side):
@@ -290,7 +341,8 @@ class TrainedProjector(Projector):
 
     def _get_state(self):
         return {"x_head": self.x_head_.state_dict(),
-                "y_head": self.y_head_.state_dict() if self.y_head_ is not None else None}
+                "y_head": self.y_head_.state_dict() if self.y_head_ is not None else None,
+                "fit_report": _plain(getattr(self, "fit_report_", None))}
 
     def _set_state(self, s):
         d_out = self.n_features_y_ if self.out_dim is None else self.out_dim
@@ -302,6 +354,10 @@ class TrainedProjector(Projector):
             self.y_head_ = self._make_head(self.n_features_y_, d_out)
             self.y_head_.load_state_dict(s["y_head"])
             self.y_head_.eval()
+        if s.get("fit_report") is not None:
+            self.fit_report_ = s["fit_report"]
+            self.init_alpha_ = self.fit_report_.get("init_alpha")
+            self.init_alpha_curve_ = self.fit_report_.get("init_alpha_curve")
 
 
 def _warm_start(head, W, b):
@@ -344,21 +400,94 @@ def _check_groups(groups, n, name):
     return g.astype(np.int64)
 
 
-def split_by_group(n: int, groups, val_fraction: float, seed: int):
-    """Rows for training and validation; all rows of one group land on the same side. None when no validation."""
-    if val_fraction <= 0:
+def split_pairs(n: int, groups: Any = None, fraction: float = 0.1, rng: Any = 0):
+    """Split ``n`` paired rows into training and validation rows; all rows of one group land on the same side.
+
+    Parameters
+    ----------
+    n : int
+        Number of pairs.
+    groups : int array of shape (n,), optional
+        Group id per row (e.g. the image of each caption); groups, not rows, are drawn.
+    fraction : float
+        Share of the groups (rows) held out, in [0, 0.9]; 0 gives no validation rows.
+    rng : int, numpy.random.Generator or None
+        An int gives the same split every call (and the split the projectors make with ``rng=`` that int).
+
+    Returns
+    -------
+    train_rows : int array
+    val_rows : int array or None
+        None when ``fraction == 0``.
+    """
+    from align._validation import check_rng
+
+    n = check_int("n", n, min_value=1)
+    fraction = check_float("fraction", fraction, min_value=0.0, max_value=0.9)
+    if fraction <= 0:
         return np.arange(n), None
-    rng = np.random.default_rng([seed, 7919])
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        gen = np.random.default_rng([check_int("rng", rng, min_value=0), 7919])
+    else:
+        gen = check_rng(rng)
+    if groups is not None:
+        groups = _check_groups(groups, n, "groups")
     keys = np.arange(n) if groups is None else np.unique(groups)
-    n_val = round(val_fraction * len(keys))
+    n_val = round(fraction * len(keys))
     if n_val < 2 or len(keys) - n_val < 2:
         raise ValueError(
-            f"`val_fraction`={val_fraction} leaves too few items on one side ({len(keys)} items); "
+            f"`val_fraction`={fraction} leaves too few items on one side ({len(keys)} items); "
             "use more data or val_fraction=0"
         )
-    val_keys = rng.choice(keys, size=n_val, replace=False)
+    val_keys = gen.choice(keys, size=n_val, replace=False)
     is_val = np.isin(np.arange(n) if groups is None else groups, val_keys)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def split_by_group(n: int, groups, val_fraction: float, seed: int):
+    """Deprecated alias of :func:`split_pairs` (positional ``seed``), kept for callers of the old private name."""
+    return split_pairs(n, groups, val_fraction, seed)
+
+
+def _check_alpha(name: str, value: Any) -> None:
+    if isinstance(value, str):
+        check_choice(name, value, ("auto",))
+    else:
+        check_float(name, value, min_value=0.0)
+
+
+def _check_rng_param(rng: Any) -> None:
+    from align._validation import check_rng
+
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        check_int("rng", rng, min_value=0)
+    else:
+        check_rng(rng)
+
+
+def _plain(value: Any) -> Any:
+    """Plain Python values (dicts, lists, floats, str, None) that ``torch.load(weights_only=True)`` reads back."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _closed_form(X, Y, alpha, *, fit_intercept: bool, groups=None, seed: int = 0, scoring: str = "r@1"):
+    """Ridge map X -> Y with ``alpha`` a number or ``"auto"`` (k-fold held-out retrieval): W, b, alpha, curve."""
+    from align._ridge import ridge_cv, ridge_fit
+
+    curve = None
+    if isinstance(alpha, str):
+        cv = ridge_cv(X, Y, fit_intercept=fit_intercept, groups=groups, rng=seed, scoring=scoring)
+        alpha, curve = cv.alpha, cv.to_dict()
+    W, b = ridge_fit(X, Y, alpha=float(alpha), fit_intercept=fit_intercept)
+    return W, b, float(alpha), curve
 
 
 # ---- kinds -------------------------------------------------------------------------------------------------------
@@ -368,23 +497,53 @@ class LinearProjector(TrainedProjector):
 
     ``solver="closed_form"`` solves ridge regression :math:`\min \|Y - XW - b\|_F^2 + \alpha\|W\|_F^2` exactly in
     float64 from chunked second moments (:math:`O(n d^2)`, no training settings used) — the "least squares" latent
-    space translation of Maiorca et al. (2023). ``solver="trained"`` learns :math:`W, b` with the contrastive loss
-    (all :class:`TrainedProjector` settings apply).
+    space translation of Maiorca et al. (2023). By default (``alpha="auto"``) the penalty is chosen by 5-fold
+    validation of held-out retrieval R@1 over a grid relative to the spectrum of :math:`X_c^\top X_c` that includes
+    0 (:func:`align._ridge.ridge_cv`: the smallest :math:`\alpha` within one standard error of the best), so raw
+    and L2-normalised features both work; measurements against ``np.linalg.lstsq`` are in ``benchmarks/README.md``
+    ("Projector defaults vs least squares"). ``solver="trained"`` learns :math:`W, b` with the contrastive loss
+    (all :class:`TrainedProjector` settings apply), starting from the closed form.
 
     Parameters
     ----------
     solver : {"closed_form", "trained"}
-    alpha : float
-        Ridge penalty of the closed form.
+    alpha : float or "auto"
+        Ridge penalty of the closed form; a number is used as given (0: minimum-norm least squares).
+    alpha_scoring : {"r@1", "mse"}
+        What ``alpha="auto"`` validates: held-out retrieval R@1 (cosine) or mean squared error.
     fit_intercept : bool
         Learn :math:`b` (closed form: centre both sides first).
+
+    Attributes
+    ----------
+    coef_ : ndarray (d_x, d_y), intercept_ : ndarray (d_y,)
+        The closed-form map.
+    alpha_ : float
+        The penalty used (the chosen one with ``alpha="auto"``).
+    alpha_curve_ : dict or None
+        With ``alpha="auto"``: the validation curve (``alphas``, ``relative_alphas``, ``mean``, ``std``,
+        ``fold_scores``, ``scoring``, ``rule``; :class:`align._ridge.RidgeCVResult` as plain values).
+    fit_report_ : dict
+        Plain values for a fit summary (``alpha``, ``alpha_curve``, ``n_train``, ``trains``).
     """
 
-    def __init__(self, *, solver: str = "closed_form", alpha: float = 1.0, fit_intercept: bool = True, **training):
+    def __init__(self, *, solver: str = "closed_form", alpha: float | str = "auto", alpha_scoring: str = "r@1",
+                 fit_intercept: bool = True, **training):
         super().__init__(**training)
         self.solver = solver
         self.alpha = alpha
+        self.alpha_scoring = alpha_scoring
         self.fit_intercept = fit_intercept
+
+    @property
+    def trains(self) -> bool:
+        """True only with ``solver="trained"``; the closed form has no training loop."""
+        return self.solver == "trained"
+
+    def _validate_arch(self) -> None:
+        check_choice("solver", self.solver, ("closed_form", "trained"))
+        _check_alpha("alpha", self.alpha)
+        check_choice("alpha_scoring", self.alpha_scoring, ("r@1", "mse"))
 
     def _make_head(self, d_in, d_out):
         from torch import nn
@@ -392,21 +551,19 @@ class LinearProjector(TrainedProjector):
         return nn.Linear(d_in, d_out, bias=bool(self.fit_intercept))
 
     def fit(self, X, Y, **fit_params):
-        check_choice("solver", self.solver, ("closed_form", "trained"))
+        self._validate_params()
+        for name in ("coef_", "intercept_", "alpha_", "alpha_curve_", "fit_report_"):
+            self.__dict__.pop(name, None)
         if self.solver == "trained":
-            self.__dict__.pop("coef_", None)
-            self.__dict__.pop("intercept_", None)
             return super().fit(X, Y, **fit_params)
-        from ._linear import ridge_solve
-
-        extra = [k for k, v in fit_params.items() if v is not None and k != "callback"]
+        extra = [k for k, v in fit_params.items() if v is not None and k not in ("callback", "metadata")]
         if extra:
             raise InputTypeError(f"{', '.join(extra)} only apply to solver='trained'")
         if self.project_y:
             raise ValueError("project_y=True needs solver='trained'; the closed form maps X into Y's space")
         X, Y = _check_training_pairs(X, Y)
-        alpha = check_float("alpha", self.alpha, min_value=0.0)
-        W, b = ridge_solve(X, Y, alpha=alpha, fit_intercept=bool(self.fit_intercept))
+        W, b, alpha, curve = _closed_form(X, Y, self.alpha, fit_intercept=bool(self.fit_intercept),
+                                          seed=self._seed(), scoring=self.alpha_scoring)
         head = self._make_head(X.shape[1], Y.shape[1]).double()
         torch = _torch()
         with torch.no_grad():
@@ -416,9 +573,15 @@ class LinearProjector(TrainedProjector):
         self.x_head_ = head.float().eval()
         self.coef_ = W.cpu().numpy()
         self.intercept_ = b.cpu().numpy()
+        self.alpha_, self.alpha_curve_ = alpha, curve
         self.y_head_ = None
         self.history_ = []
         self.n_features_in_, self.n_features_y_ = X.shape[1], Y.shape[1]
+        given = {k: v for k, v in (fit_params.get("metadata") or {}).items() if v is not None}
+        if given:
+            self.metadata_ = dict(getattr(self, "metadata_", {}) or {}, **given)
+        self.fit_report_ = {"kind": self.kind, "trains": False, "alpha": alpha, "alpha_curve": curve,
+                            "n_train": int(X.shape[0])}
         return self
 
     def _transform_torch(self, X, side):
@@ -442,6 +605,9 @@ class LinearProjector(TrainedProjector):
         if s.get("coef") is not None:
             self.coef_ = s["coef"].numpy()
             self.intercept_ = s["intercept"].numpy()
+            report = s.get("fit_report") or {}
+            self.alpha_ = report.get("alpha", self.alpha if not isinstance(self.alpha, str) else None)
+            self.alpha_curve_ = report.get("alpha_curve")
 
 
 @register("mlp", "residual MLP projection head trained contrastively (Maniparambil et al. 2024)")
@@ -469,6 +635,11 @@ class MLPProjector(TrainedProjector):
         self.n_blocks = n_blocks
         self.dropout = dropout
 
+    def _validate_arch(self) -> None:
+        check_int("hidden_dim", self.hidden_dim, min_value=1)
+        check_int("n_blocks", self.n_blocks, min_value=0)
+        check_float("dropout", self.dropout, min_value=0.0, max_value=1.0)
+
     def _make_head(self, d_in, d_out):
         return _residual_mlp(d_in, d_out, check_int("hidden_dim", self.hidden_dim, min_value=1),
                              check_int("n_blocks", self.n_blocks, min_value=0),
@@ -493,6 +664,10 @@ class GLUProjector(TrainedProjector):
         super().__init__(**training)
         self.hidden_dim = hidden_dim
         self.dropout = dropout
+
+    def _validate_arch(self) -> None:
+        check_int("hidden_dim", self.hidden_dim, min_value=1)
+        check_float("dropout", self.dropout, min_value=0.0, max_value=1.0)
 
     def _make_head(self, d_in, d_out):
         return _gated_mlp(d_in, d_out, check_int("hidden_dim", self.hidden_dim, min_value=1),

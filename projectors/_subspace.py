@@ -138,9 +138,15 @@ class SubspaceProjector(Projector):
         _, col = linear_sum_assignment(-(Qn @ Gn.T))
         return matching_accuracy(col, np.arange(len(Q)))
 
+    def _validate_params(self) -> None:
+        check_choice("method", self.method, ("cca", "pca"))
+        check_choice("criterion", self.criterion, ("retrieval", "matching"))
+        check_float("val_fraction", self.val_fraction, min_value=0.0, max_value=0.9, inclusive=False)
+        check_float("reg", self.reg, min_value=0.0)
+
     # ---- estimator -----------------------------------------------------------------------------------------------
     def fit(self, X: Any, Y: Any) -> SubspaceProjector:
-        from ._neural import split_by_group
+        from ._neural import split_pairs
 
         check_choice("method", self.method, ("cca", "pca"))
         check_choice("criterion", self.criterion, ("retrieval", "matching"))
@@ -162,7 +168,7 @@ class SubspaceProjector(Projector):
         scores: dict[int, float] = {}
         if len(grid) > 1:
             vf = check_float("val_fraction", self.val_fraction, min_value=0.0, max_value=0.9, inclusive=False)
-            tr, va = split_by_group(n, None, vf, check_int("rng", self.rng, min_value=0))
+            tr, va = split_pairs(n, None, vf, check_int("rng", self.rng, min_value=0))
             mx, bx, my, by = self._basis(X[tr], Y[tr], max(grid))
             for k in grid:
                 Xt, Yt = self._reduce(X[tr], mx, bx, k), self._reduce(Y[tr], my, by, k)

@@ -58,7 +58,8 @@ def planted():
 )
 def test_trained_kinds_learn_planted_map(planted, kind, params):
     X, Y, Xt, Yt = planted
-    settings = {"max_epochs": 25, "batch_size": 100, "lr": 5e-3, "device": "cpu", "rng": 0, "hidden_dim": 64}
+    settings = {"max_epochs": 25, "batch_size": 100, "lr": 5e-3, "device": "cpu", "rng": 0, "hidden_dim": 64,
+                "init": "random"}  # learning from scratch (the default starts from the closed form)
     if kind == "linear":
         settings.update(lr=3e-2)
         del settings["hidden_dim"]
