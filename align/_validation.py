@@ -29,21 +29,8 @@ __all__ = [
 ]
 
 
-class MissingPackageError(ImportError, ValueError):
-    """An optional package a feature needs is not installed; the message names the ``pip install`` that fixes it.
-
-    An ``ImportError`` that is also a ``ValueError``, so the command line reports it in one line, while a broken
-    import inside unialign itself (a bug) keeps its traceback.
-    """
-
-
-class InputTypeError(TypeError, ValueError):
-    """A wrong type or dtype given by the caller.
-
-    A ``TypeError`` (the convention for wrong types) that is also a ``ValueError``, so code that guards user input
-    with ``except ValueError`` (the command line's one-line errors) catches it, while a ``TypeError`` raised by a
-    bug deeper down (calling ``None``, a wrong argument count) is not mistaken for bad input.
-    """
+# The error classes live in align.exceptions (one hierarchy); re-exported here, where the library imports them.
+from .exceptions import InputTypeError, MemoryBudgetError, MissingPackageError  # noqa: E402,F401
 
 
 def is_torch(x: Any) -> bool:
@@ -260,10 +247,6 @@ def check_not_constant(X: Any, name: str = "X", *, chunk_rows: int = 65536) -> N
         f"`{name}` is constant (every row is the same), so no item can be told from another; "
         "check that the features were extracted from different inputs"
     )
-
-
-class MemoryBudgetError(ValueError, MemoryError):
-    """A request that would need more memory than is available, refused before anything is allocated."""
 
 
 def available_memory(device: Any = None) -> int | None:

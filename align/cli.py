@@ -6,7 +6,8 @@ stderr; click's usage errors end with status 2. ``--debug`` shows the traceback 
 bug, not bad input: it keeps its traceback (and a non-zero status). Every result records its provenance (versions,
 input files by sha256 or encoder specs, seeds) under ``"provenance"``.
 
-This is the only module of ``align`` that imports ``matching`` or ``projectors``.
+With :mod:`align.app` (the workflows it calls), this is the only part of ``align`` that imports ``matching`` or
+``projectors``.
 """
 from __future__ import annotations
 
@@ -738,14 +739,10 @@ def demo_command(out_dir, quick, seed, cache_dir, progress, threads):
     Writes OUT/report.md, OUT/report.json and PNG plots; prints a short summary on stderr and the headline numbers
     as JSON on stdout.
     """
-    import matching
-    import projectors
-
-    from .demo import run_demo, summary_lines
+    from .app.demo import run_demo, summary_lines
 
     say = (lambda line: click.echo(line, err=True)) if progress else None
-    result = run_demo(out_dir, match_evaluate=matching.evaluate, make_projector=projectors.make_projector,
-                      quick=quick, cache_dir=cache_dir, rng=seed, show_progress=progress, say=say,
+    result = run_demo(out_dir, quick=quick, cache_dir=cache_dir, rng=seed, show_progress=progress, say=say,
                       threads=threads or None)
     for line in summary_lines(result):
         click.echo(line, err=True)
@@ -788,15 +785,12 @@ def zeroshot_command(projector_path, images, classes_spec, templates, class_feat
     "accuracy": {"accuracy": {"top1", "top5"}, "chance", …} or null}; accuracy needs labelled images whose
     classes are among --classes (ImageNet wnids map to concepts:* classes).
     """
-    import functools
     from pathlib import Path
 
-    import projectors
-
     from ._provenance import recorded_encoder
+    from .app.zeroshot import dataset_labels_for_classes, load_stitched, zero_shot_classify
     from .data import load_dataset
     from .evaluation import build_zero_shot_classifier
-    from .stitch import dataset_labels_for_classes, load_stitched, zero_shot_classify
 
     options = {"device": device} if device else {}
     class_encoder = recorded_encoder(class_features) if class_features is not None else None
@@ -804,8 +798,7 @@ def zeroshot_command(projector_path, images, classes_spec, templates, class_feat
         raise ValueError(f"--text-encoder is {text_spec!r} but --class-features {class_features!r} records features "
                          f"of {class_encoder!r}; drop one of them or make them agree")
     # a projector that records its encoders refuses others (named in the error) before anything is embedded
-    load = functools.partial(projectors.load_projector, x_encoder=encoder_spec, y_encoder=text_spec or class_encoder)
-    stitched = load_stitched(projector_path, load_projector=load, encoder=encoder_spec, target=text_spec, **options)
+    stitched = load_stitched(projector_path, encoder=encoder_spec, target=text_spec or class_encoder, **options)
     dataset = load_dataset(images if ":" in images and not Path(images).exists() else f"imagefolder:{images}")
     # the classes: names (and ids, to map ImageNet labels) from a dataset or a plain list
     if Path(classes_spec).is_file():
@@ -863,20 +856,6 @@ def zeroshot_command(projector_path, images, classes_spec, templates, class_feat
 # --------------------------------------------------------------------------------------------------------------
 
 
-def experiment_runners():
-    """The matching and projector functions an experiment calls (align.experiment never imports them)."""
-    import matching
-    import projectors
-    from matching._api import check_method_params
-
-    from .experiment import Runners
-
-    return Runners(match_evaluate=matching.evaluate, match=matching.match, make_projector=projectors.make_projector,
-                   matching_methods=tuple(matching.list_methods()),
-                   projector_kinds=tuple(p["kind"] for p in projectors.list_projectors()),
-                   check_match_params=check_method_params)
-
-
 @main.command("run")
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
@@ -889,15 +868,14 @@ def run_command(config_path, out_dir, check, progress):
 
     Writes OUT/cells/*/<id>.json (one per finished cell), results.json, results.csv (mean ± std over seeds),
     report.md and PNG plots; prints a JSON summary. The file is validated before any work starts. See
-    `align.experiment` for the format.
+    `align.app.experiment` for the format.
     """
     import dataclasses
     from pathlib import Path
 
-    from .experiment import _cells, load_config, run_experiment
+    from .app.experiment import _cells, load_config, run_experiment
 
-    runners = experiment_runners()
-    cfg = load_config(config_path, runners)
+    cfg = load_config(config_path)
     if out_dir is not None:
         cfg = dataclasses.replace(cfg, out=Path(out_dir))
     if check:
@@ -908,5 +886,9 @@ def run_command(config_path, out_dir, check, progress):
         emit({"valid": True, "name": cfg.name, "out": str(cfg.out), "n_cells": len(cells), "cells": counts})
         return
     say = (lambda line: click.echo(line, err=True)) if progress else None
-    result = run_experiment(cfg, runners, show_progress=progress, say=say)
+    result = run_experiment(cfg, show_progress=progress, say=say)
     emit(result.to_dict())
+
+
+if __name__ == "__main__":  # python -m align.cli
+    main()

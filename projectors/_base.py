@@ -41,8 +41,7 @@ def register(kind: str, description: str):
     return deco
 
 
-class NotFittedError(ValueError, AttributeError):
-    """Raised when ``transform`` is called before ``fit``."""
+from align.exceptions import NotFittedError  # noqa: E402  (one error hierarchy; re-exported by projectors)
 
 
 def _primitive(value: Any) -> Any:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import projectors
 from align.cli import main
-from align.demo import QUICK, _split_classes, sample_photos
+from align.app.demo import QUICK, _split_classes, sample_photos
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -134,7 +134,7 @@ def test_thread_limit_is_applied_and_restored():
     import torch
     from threadpoolctl import threadpool_info
 
-    from align.demo import _limited_threads
+    from align.app.demo import _limited_threads
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -24,17 +24,15 @@ from align.cli import main
 
 # The real command line in a child process; UNIALIGN_SLOW slows every matching evaluation or training epoch.
 CHILD = """
-import dataclasses, os, sys, time
+import os, sys, time
+import matching
 import align.cli as cli
 delay = float(os.environ["UNIALIGN_SLOW"])
-make = cli.experiment_runners
-def slow_runners():
-    r = make()
-    def evaluate(*args, **kwargs):
-        time.sleep(delay)
-        return r.match_evaluate(*args, **kwargs)
-    return dataclasses.replace(r, match_evaluate=evaluate)
-cli.experiment_runners = slow_runners
+evaluate = matching.evaluate
+def slow_evaluate(*args, **kwargs):
+    time.sleep(delay)
+    return evaluate(*args, **kwargs)
+matching.evaluate = slow_evaluate
 emit_line = cli.emit_line
 def slow_emit(obj):
     emit_line(obj)

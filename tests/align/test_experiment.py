@@ -1,4 +1,4 @@
-"""`unialign run`: strict config validation, cells, resumability, aggregates and the report (align.experiment)."""
+"""`unialign run`: strict config validation, cells, resumability, aggregates and the report (align.app.experiment)."""
 from __future__ import annotations
 
 import csv
@@ -11,15 +11,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from align.cli import experiment_runners, main
-from align.experiment import ConfigError, _cells, load_config, run_experiment
+from align.cli import main
+from align.app.experiment import ConfigError, _cells, load_config, run_experiment
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "benchmarks" / "configs" / "multi30k-matching.yaml"
-
-
-@pytest.fixture(scope="module")
-def runners():
-    return experiment_runners()
 
 
 @pytest.fixture
@@ -57,25 +52,22 @@ def _write(folder: Path, cfg: dict, name: str = "exp.yaml") -> Path:
 
 
 class _Counting:
-    """Wraps the runners, counts calls, and can fail after a number of them (a kill halfway)."""
+    """Counts the calls of ``matching.evaluate`` made by the experiment's cells (monkeypatched where they call it),
+    and can fail after a number of them (a kill halfway)."""
 
-    def __init__(self, runners, fail_after=None):
+    def __init__(self, monkeypatch, fail_after=None):
+        import matching
+
         self.calls = 0
         self.fail_after = fail_after
-        self.base = runners
-        self.runners = dataclasses.replace(runners, match_evaluate=self._evaluate, make_projector=self._make)
+        self.base = matching.evaluate
+        monkeypatch.setattr(matching, "evaluate", self._evaluate)
 
-    def _tick(self):
+    def _evaluate(self, *args, **kwargs):
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt("killed")
         self.calls += 1
-
-    def _evaluate(self, *args, **kwargs):
-        self._tick()
-        return self.base.match_evaluate(*args, **kwargs)
-
-    def _make(self, *args, **kwargs):
-        return self.base.make_projector(*args, **kwargs)
+        return self.base(*args, **kwargs)
 
 
 # ---- validation -------------------------------------------------------------------------------------------------
@@ -112,22 +104,22 @@ class _Counting:
     ({"projectors": {"kinds": ["transformer"]}}, r"projectors.kinds\[0\].kind", "unknown kind"),
     ({"projectors": {"kinds": ["linear"], "layers": "some"}}, "projectors.layers", "'first'"),
 ])
-def test_bad_configs_name_the_key(toy, runners, change, key, message):
+def test_bad_configs_name_the_key(toy, change, key, message):
     path = _write(toy, _config(**change))
     with pytest.raises(ConfigError, match=rf"^{key}: .*{message}"):
-        load_config(path, runners)
+        load_config(path)
 
 
-def test_no_task_and_bad_yaml_are_rejected(toy, runners):
+def test_no_task_and_bad_yaml_are_rejected(toy):
     cfg = _config()
     for task in ("similarity", "matching", "projectors"):
         cfg.pop(task)
     with pytest.raises(ConfigError, match="no task given"):
-        load_config(_write(toy, cfg), runners)
+        load_config(_write(toy, cfg))
     bad = toy / "bad.yaml"
     bad.write_text("features: {x: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(bad, runners)
+        load_config(bad)
 
 
 def test_cli_rejects_a_bad_config_before_any_work(toy):
@@ -151,9 +143,9 @@ def test_check_lists_the_cells(toy):
 # ---- running ----------------------------------------------------------------------------------------------------
 
 
-def test_run_writes_results_that_agree_with_the_cells(toy, runners):
-    cfg = load_config(_write(toy, _config()), runners)
-    res = run_experiment(cfg, runners)
+def test_run_writes_results_that_agree_with_the_cells(toy):
+    cfg = load_config(_write(toy, _config()))
+    res = run_experiment(cfg)
     out = toy / "out"
     assert res.n_cells == 40 and res.n_computed == 40 and res.n_cached == 0
     for name in ("results.json", "results.csv", "report.md", "similarity.png", "matching.png", "recall.png"):
@@ -189,34 +181,36 @@ def test_run_writes_results_that_agree_with_the_cells(toy, runners):
     assert "](matching.png)" in md and "local_cka (kernel=cosine)" in md and f"{cka_xy:.4f}" in md
 
 
-def test_killed_run_resumes_with_only_the_unfinished_cells(toy, runners):
-    cfg = load_config(_write(toy, _config(similarity=None, projectors=None)), runners)
+def test_killed_run_resumes_with_only_the_unfinished_cells(toy, monkeypatch):
+    cfg = load_config(_write(toy, _config(similarity=None, projectors=None)))
     n_total = len(_cells(cfg))
-    killed = _Counting(runners, fail_after=7)
+    _Counting(monkeypatch, fail_after=7)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, killed.runners)
+        run_experiment(cfg)
     assert len(list((toy / "out" / "cells").rglob("*.json"))) == 7
-    again = _Counting(runners)
-    res = run_experiment(cfg, again.runners)
+    monkeypatch.undo()
+    again = _Counting(monkeypatch)
+    res = run_experiment(cfg)
     assert again.calls == n_total - 7 and res.n_computed == n_total - 7 and res.n_cached == 7
     # a third run computes nothing, and the results equal an uninterrupted run elsewhere
-    third = _Counting(runners)
-    assert run_experiment(cfg, third.runners).n_computed == 0 and third.calls == 0
-    fresh = run_experiment(dataclasses.replace(cfg, out=toy / "fresh"), runners)
+    monkeypatch.undo()
+    third = _Counting(monkeypatch)
+    assert run_experiment(cfg).n_computed == 0 and third.calls == 0
+    fresh = run_experiment(dataclasses.replace(cfg, out=toy / "fresh"))
     assert [(a["measure"], a["mean"], a["std"]) for a in fresh.aggregates] == \
            [(a["measure"], a["mean"], a["std"]) for a in res.aggregates]
 
 
-def test_changed_settings_or_features_are_recomputed(toy, runners):
+def test_changed_settings_or_features_are_recomputed(toy):
     cfg = _config(similarity=None, projectors=None, seeds=[0])
-    first = run_experiment(load_config(_write(toy, cfg), runners), runners)
+    first = run_experiment(load_config(_write(toy, cfg)))
     cfg["matching"]["n_query"] = 25
-    second = run_experiment(load_config(_write(toy, cfg), runners), runners)
+    second = run_experiment(load_config(_write(toy, cfg)))
     assert second.n_computed == first.n_cells and second.n_cached == 0
     # new features under the same file name: cells keyed by content are recomputed
     np.save(toy / "y.npy", np.random.default_rng(9).normal(size=(120, 10)).astype(np.float32))
-    third = run_experiment(load_config(_write(toy, cfg), runners), runners)
-    x_y = sum(1 for c in _cells(load_config(_write(toy, cfg), runners)) if c.y == "y")
+    third = run_experiment(load_config(_write(toy, cfg)))
+    x_y = sum(1 for c in _cells(load_config(_write(toy, cfg))) if c.y == "y")
     assert third.n_computed == x_y and third.n_cached == third.n_cells - x_y
 
 
@@ -234,14 +228,14 @@ def test_cli_run_and_training_curves(toy):
     assert [h["epoch"] for h in hist] == list(range(len(hist))) and 1 <= len(hist) <= 2
 
 
-def test_example_multi30k_config_is_valid(shared_data, runners, monkeypatch):
+def test_example_multi30k_config_is_valid(shared_data, monkeypatch):
     monkeypatch.setenv("UNIALIGN_DATA", str(shared_data))
-    cfg = load_config(EXAMPLE, runners)
+    cfg = load_config(EXAMPLE)
     assert cfg.matching["n_splits"] == 5
     assert {c.task for c in _cells(cfg)} == {"matching"}
 
 
-def test_layer_sweep_heatmap_with_a_known_diagonal(tmp_path, runners):
+def test_layer_sweep_heatmap_with_a_known_diagonal(tmp_path):
     """Two layer sets of the same real text encoder: the shared layer compares to itself with CKA 1."""
     words = ["a cat", "a dog", "a red car", "a blue boat", "the sun", "the moon", "a tree", "a house", "an apple",
              "a river", "a bird", "a fish", "a chair", "a cloud"]
@@ -251,7 +245,7 @@ def test_layer_sweep_heatmap_with_a_known_diagonal(tmp_path, runners):
                         "b": {"encoder": "minilm", "dataset": f"text:{tmp_path / 'words.txt'}", "layers": [4, 6]}},
            "pairs": [["a", "b"]], "similarity": {"metrics": ["linear_cka"]},
            "matching": {"methods": ["faq"], "n_seeds": [4], "n_query": 10, "n_splits": 2, "layers": "all"}}
-    res = run_experiment(load_config(_write(tmp_path, cfg), runners), runners)
+    res = run_experiment(load_config(_write(tmp_path, cfg)))
     assert res.n_cells == 1 + 4  # one sweep cell; matching on every (layer of a, layer of b)
     acc = {(r["x"], r["y"]): r["mean"] for r in res.aggregates if r["task"] == "matching"}
     assert set(acc) == {(f"a[{i}]", f"b[{j}]") for i in (2, 6) for j in (4, 6)}

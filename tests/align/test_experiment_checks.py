@@ -1,5 +1,5 @@
 """`unialign run`: what --check finds before any work (files, rows, sizes, parameter values), the base/query and
-held-out-test protocols, and the provenance of results.json (align.experiment)."""
+held-out-test protocols, and the provenance of results.json (align.app.experiment)."""
 from __future__ import annotations
 
 import json
@@ -12,13 +12,8 @@ import yaml
 from click.testing import CliRunner
 
 from align._io import sha256_file
-from align.cli import experiment_runners, main
-from align.experiment import ConfigError, load_config, run_experiment
-
-
-@pytest.fixture(scope="module")
-def runners():
-    return experiment_runners()
+from align.cli import main
+from align.app.experiment import ConfigError, load_config, run_experiment
 
 
 def _rotated(gen, X, noise=0.1):
@@ -97,7 +92,7 @@ def test_unreadable_feature_files_fail_the_check_naming_the_key(toy):
     assert not (toy / "out").exists()
 
 
-def test_the_check_reads_headers_not_arrays(toy, runners, monkeypatch):
+def test_the_check_reads_headers_not_arrays(toy, monkeypatch):
     np.savez(toy / "y.npz", feats=np.load(toy / "y.npy"))
     from safetensors.numpy import save_file
 
@@ -109,8 +104,7 @@ def test_the_check_reads_headers_not_arrays(toy, runners, monkeypatch):
         return real_load(file, mmap_mode=mmap_mode, **kwargs)
 
     monkeypatch.setattr(np, "load", no_full_load)
-    cfg = load_config(_write(toy, _base(features={"x": "x.safetensors:feats", "y": "y.npz:feats", "z": "x.npy"})),
-                      runners)
+    cfg = load_config(_write(toy, _base(features={"x": "x.safetensors:feats", "y": "y.npz:feats", "z": "x.npy"})))
     assert {f: (s.n_items, s.dim) for f, s in cfg.features.items()} == {"x": (120, 8), "y": (120, 8), "z": (120, 8)}
 
 
@@ -150,37 +144,37 @@ def test_known_pairs_plus_queries_must_fit_in_the_items(toy):
     ({"projectors": {"kinds": [{"kind": "linear", "params": {"solver": "trained", "lr": -1.0}}]}},
      r"projectors.kinds\[0\].params: .*lr"),
 ])
-def test_parameter_values_a_method_rejects_fail_the_check(toy, runners, section, message):
+def test_parameter_values_a_method_rejects_fail_the_check(toy, section, message):
     cfg = _base(**{"similarity": None, **section})
     with pytest.raises(ConfigError, match=rf"^{message}"):
-        load_config(_write(toy, cfg), runners)
+        load_config(_write(toy, cfg))
 
 
-def test_valid_parameters_that_need_wide_features_pass(toy, runners):
+def test_valid_parameters_that_need_wide_features_pass(toy):
     """cca with 32 components on 8-d stand-ins would fail; the stand-in is widened to the dimension parameters."""
     np.save(toy / "x64.npy", np.random.default_rng(1).normal(size=(120, 64)).astype(np.float32))
     cfg = _base(similarity=None, features={"x": "x64.npy", "y": "x64.npy"},
                 projectors={"kinds": [{"kind": "cca", "params": {"n_components": 32}}]})
-    assert load_config(_write(toy, cfg), runners).projectors["kinds"][0].params == {"n_components": 32}
+    assert load_config(_write(toy, cfg)).projectors["kinds"][0].params == {"n_components": 32}
 
 
-def test_the_run_repeats_the_checks_on_the_real_shapes(toy, runners):
+def test_the_run_repeats_the_checks_on_the_real_shapes(toy):
     """A feature file that changed after the check (fewer rows) stops the run before any cell is written."""
-    cfg = load_config(_write(toy, _base()), runners)
+    cfg = load_config(_write(toy, _base()))
     np.save(toy / "y.npy", np.load(toy / "y.npy")[:90])
     with pytest.raises(ConfigError, match=r"^pairs\[0\]: 'x' has 120 items and 'y' has 90"):
-        run_experiment(cfg, runners)
+        run_experiment(cfg)
     assert not list((toy / "out" / "cells").rglob("*.json"))
 
 
-def test_unset_environment_variables_name_the_key(toy, runners, monkeypatch):
+def test_unset_environment_variables_name_the_key(toy, monkeypatch):
     monkeypatch.setenv("UNIALIGN_TEST_FEATS", str(toy))
     feats = {"x": "$UNIALIGN_TEST_FEATS/x.npy", "y": "${UNIALIGN_TEST_FEATS}/y.npy"}
-    cfg = load_config(_write(toy, _base(features=feats)), runners)
+    cfg = load_config(_write(toy, _base(features=feats)))
     assert cfg.features["y"].file == str(toy / "y.npy")
     monkeypatch.delenv("UNIALIGN_TEST_FEATS")
     with pytest.raises(ConfigError, match=r"^features.x.file: uses \$UNIALIGN_TEST_FEATS, which is not set"):
-        load_config(_write(toy, _base(features={"x": "$UNIALIGN_TEST_FEATS/x.npy", "y": "y.npy"})), runners)
+        load_config(_write(toy, _base(features={"x": "$UNIALIGN_TEST_FEATS/x.npy", "y": "y.npy"})))
 
 
 # ---- base pairs from one feature set, queries from another -------------------------------------------------------
@@ -194,16 +188,15 @@ def _query_cfg(**matching):
                  features={"x": "x.npy", "y": "y.npy", "xq": "xq.npy", "yq": "yq.npy", "yz": "yz.npy"})
 
 
-def test_queries_come_from_the_query_feature_sets(toy, runners):
-    res = run_experiment(load_config(_write(toy, _query_cfg()), runners), runners)
+def test_queries_come_from_the_query_feature_sets(toy):
+    res = run_experiment(load_config(_write(toy, _query_cfg())))
     acc = {a["method"]: a for a in res.aggregates if a["measure"] == "accuracy"}
     assert acc["procrustes"]["mean"] >= 0.9 and acc["procrustes"]["n"] == 4  # 2 seeds x 2 splits
     r1 = next(a for a in res.aggregates if a["method"] == "local_cka" and a["measure"] == "R@1")
     r5 = next(a for a in res.aggregates if a["method"] == "local_cka" and a["measure"] == "R@5")
     assert r1["mean"] <= r5["mean"] <= 1.0 and r1["n"] == 4  # Recall@k per split, pooled like the accuracies
     # the same base pairs with unrelated query partners: chance level, so the queries really are the query sets
-    bad = run_experiment(load_config(_write(toy, _query_cfg(query={"x": "xq", "y": "yz"}, methods=["procrustes"])),
-                                     runners), runners)
+    bad = run_experiment(load_config(_write(toy, _query_cfg(query={"x": "xq", "y": "yz"}, methods=["procrustes"]))))
     assert next(a for a in bad.aggregates if a["measure"] == "accuracy")["mean"] < 0.2
     assert "(queries of x)" in (toy / "out" / "report.md").read_text()
 
@@ -218,73 +211,73 @@ def test_queries_come_from_the_query_feature_sets(toy, runners):
     ({"n_query": 61}, r"^matching.n_query: 61 queries need 61 items; xq has 60"),
     ({"n_seeds": [20, 121]}, r"^matching.n_seeds\[1\]: 121 known pairs need 121 base items; x has 120"),
 ])
-def test_bad_query_sections_name_the_key(toy, runners, change, message):
+def test_bad_query_sections_name_the_key(toy, change, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(_write(toy, _query_cfg(**change)), runners)
+        load_config(_write(toy, _query_cfg(**change)))
 
 
-def test_query_feature_sets_must_match_rows_and_width(toy, runners):
+def test_query_feature_sets_must_match_rows_and_width(toy):
     np.save(toy / "yq50.npy", np.load(toy / "yq.npy")[:50])
     np.save(toy / "xq9.npy", np.ones((60, 9), np.float32))
     cfg = _query_cfg(query={"x": "xq", "y": "yq50"})
     cfg["features"]["yq50"] = "yq50.npy"
     with pytest.raises(ConfigError, match=r"^matching.query: 'xq' has 60 items and 'yq50' has 50"):
-        load_config(_write(toy, cfg), runners)
+        load_config(_write(toy, cfg))
     cfg = _query_cfg(query={"x": "xq9", "y": "yq"})
     cfg["features"]["xq9"] = "xq9.npy"
     with pytest.raises(ConfigError, match=r"^matching.query.x: 'xq9' has 9-d features but 'x' has 8-d"):
-        load_config(_write(toy, cfg), runners)
+        load_config(_write(toy, cfg))
 
 
 # ---- projectors tested on other feature sets ------------------------------------------------------------------------
 
 
-def test_projectors_train_on_the_pairs_and_test_on_the_test_sets(toy, runners):
+def test_projectors_train_on_the_pairs_and_test_on_the_test_sets(toy):
     cfg = _base(similarity=None, features={"x": "x.npy", "y": "y.npy", "xq": "xq.npy", "yq": "yq.npy"},
                 projectors={"kinds": ["procrustes"], "test": {"x": "xq", "y": "yq"}})
-    res = run_experiment(load_config(_write(toy, cfg), runners), runners)
+    res = run_experiment(load_config(_write(toy, cfg)))
     cell = json.loads(next((toy / "out" / "cells" / "projectors").glob("*.json")).read_text())
     assert cell["result"]["n_train"] == 120 and cell["result"]["n_test"] == 60
     assert next(a for a in res.aggregates if a["measure"] == "x2y R@1")["mean"] >= 0.9
     cfg["projectors"]["test_fraction"] = 0.3
     with pytest.raises(ConfigError, match=r"^projectors.test_fraction: does not apply with projectors.test"):
-        load_config(_write(toy, cfg), runners)
+        load_config(_write(toy, cfg))
 
 
-def test_recall_cut_offs_must_fit_in_the_test_split(toy, runners):
+def test_recall_cut_offs_must_fit_in_the_test_split(toy):
     """projectors.ks larger than the test split fails the check (and the start of a run), not after the training."""
     cfg = _base(similarity=None, projectors={"kinds": ["procrustes"], "test_fraction": 0.05})  # 6 of 120 items
     assert re.fullmatch(r"error: projectors.ks: Recall@10 needs at least 10 test items but test_fraction 0.05 of "
                         r"the 120 items of 'x' leaves 6; use cut-offs up to 6 or raise projectors.test_fraction",
                         _cli_error(_write(toy, cfg)))
     cfg["projectors"]["ks"] = [1, 6]  # the largest that fits
-    assert load_config(_write(toy, cfg), runners).projectors["ks"] == (1, 6)
+    assert load_config(_write(toy, cfg)).projectors["ks"] == (1, 6)
     # held-out test feature sets: their rows are the split
     np.save(toy / "xq8.npy", np.load(toy / "xq.npy")[:8])
     np.save(toy / "yq8.npy", np.load(toy / "yq.npy")[:8])
     held = _base(similarity=None, features={"x": "x.npy", "y": "y.npy", "xq": "xq8.npy", "yq": "yq8.npy"},
                  projectors={"kinds": ["procrustes"], "test": {"x": "xq", "y": "yq"}, "ks": [1, 8]})
-    cfg = load_config(_write(toy, held), runners)
+    cfg = load_config(_write(toy, held))
     held["projectors"]["ks"] = [1, 5, 10]
     with pytest.raises(ConfigError, match=r"^projectors.ks: Recall@10 needs at least 10 test items but the test "
                                           r"feature set 'xq' has 8; use cut-offs up to 8$"):
-        load_config(_write(toy, held), runners)
+        load_config(_write(toy, held))
     # the run repeats the check on the real shapes: a test file cut after the check stops it before any cell
     np.save(toy / "xq8.npy", np.load(toy / "xq.npy")[:4])
     np.save(toy / "yq8.npy", np.load(toy / "yq.npy")[:4])
     with pytest.raises(ConfigError, match=r"^projectors.ks: Recall@8 needs at least 8 test items .* has 4;"):
-        run_experiment(cfg, runners)
+        run_experiment(cfg)
     assert not list((toy / "out" / "cells").rglob("*.json"))
 
 
 # ---- provenance --------------------------------------------------------------------------------------------------
 
 
-def test_results_record_versions_feature_files_and_seeds(toy, runners):
+def test_results_record_versions_feature_files_and_seeds(toy):
     import align
 
     cfg = _base(seeds=[3, 4], similarity={"metrics": ["linear_cka"], "permutations": 2})
-    run_experiment(load_config(_write(toy, cfg), runners), runners)
+    run_experiment(load_config(_write(toy, cfg)))
     prov = json.loads((toy / "out" / "results.json").read_text())["provenance"]
     assert prov["unialign"] == align.__version__ and prov["seeds"] == [3, 4]
     assert prov["features"]["y"]["sha256"] == sha256_file(toy / "y.npy")

@@ -1,11 +1,11 @@
-"""align.report: mean ± std, Markdown tables and the PNG plots."""
+"""align.app.report: mean ± std, Markdown tables and the PNG plots."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from align.report import (
+from align.app.report import (
     fmt_mean_std,
     markdown_table,
     mean_std,

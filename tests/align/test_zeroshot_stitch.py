@@ -1,4 +1,4 @@
-"""Stitched encoders (align.stitch) and `unialign zeroshot`.
+"""Stitched encoders (align.app.zeroshot) and `unialign zeroshot`.
 
 Known answer: a linear projector that reproduces EfficientNet-Lite0's own classifier head (fitted by least squares
 on random features, so it maps features to logits), with one-hot class vectors, must classify real photos exactly
@@ -17,8 +17,8 @@ import projectors
 from align.cli import main
 from align.data import load_dataset
 from align.data._concepts import imagenet_wnids
-from align.demo import sample_photos
-from align.stitch import StitchedEncoder, dataset_labels_for_classes, load_stitched
+from align.app.demo import sample_photos
+from align.app.zeroshot import StitchedEncoder, dataset_labels_for_classes, load_stitched
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def photo_folder(tmp_path_factory, head_projector):
 
 def test_stitched_encoder_reproduces_the_head_logits(head_projector):
     enc, path, _, _ = head_projector
-    stitched = load_stitched(path, load_projector=projectors.load_projector)
+    stitched = load_stitched(path)
     assert isinstance(stitched, StitchedEncoder)
     assert stitched.encoder.spec == "efficientnet-lite0" and stitched.target == "minilm"
     assert stitched.dim == 1000 and stitched.modality == "image"
@@ -63,7 +63,7 @@ def test_stitched_encoder_reproduces_the_head_logits(head_projector):
     np.testing.assert_allclose(Z, logits, rtol=1e-3, atol=2e-2)
 
 
-def test_stitched_encoder_checks_its_parts(head_projector, tmp_path):
+def test_stitched_encoder_checks_its_parts(head_projector, tmp_path, monkeypatch):
     enc, path, _, _ = head_projector
     proj = projectors.load_projector(path)
     with pytest.raises(ValueError, match="takes 1280-d inputs"):
@@ -75,12 +75,13 @@ def test_stitched_encoder_checks_its_parts(head_projector, tmp_path):
     with pytest.raises(ValueError, match="target features of encoder 'minilm' but is stitched to 'e5-small'"):
         StitchedEncoder(enc, proj, target="e5-small")
     with pytest.raises(ValueError, match="stitched to 'fake'"):
-        load_stitched(path, load_projector=projectors.load_projector, encoder="fake")
+        load_stitched(path, encoder="fake")
     bare = tmp_path / "bare.pt"
     proj.save(bare)
     proj.metadata_ = {}
     with pytest.raises(ValueError, match="records no source encoder"):
-        load_stitched(bare, load_projector=lambda p: proj)
+        monkeypatch.setattr(projectors, "load_projector", lambda p, **kw: proj)
+        load_stitched(bare)
 
 
 class _FakeEncoder:

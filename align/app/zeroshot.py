@@ -7,8 +7,7 @@ encoder embeds class names, so images can be classified zero-shot by their neare
 A projector saved with the specs of the encoders it connects (``projector.save(path, x_encoder="efficientnet-lite0",
 y_encoder="minilm", layer=…, pooling=…)``, which ``unialign fit --x-encoder/--y-encoder`` writes) is enough to rebuild
 the stitched encoder: :func:`load_stitched` reads the metadata and loads the source encoder with the same layer and
-pooling. The projector itself is loaded by a function the caller passes (``projectors.load_projector``), since
-nothing in :mod:`align` but the command line imports :mod:`projectors`.
+pooling (through :func:`projectors.load_projector`). Part of the app wing (:mod:`align.app`).
 """
 from __future__ import annotations
 
@@ -20,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import InputTypeError
-from ._provenance import check_trained_on
+import projectors
+
+from .._validation import InputTypeError
+from .._provenance import check_trained_on
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class StitchedEncoder:
         if not self.target:
             raise ValueError("this stitched encoder does not know its target encoder; pass target= or save the "
                              "projector with y_encoder=")
-        from .encoders import load_encoder
+        from ..encoders import load_encoder
 
         return load_encoder(self.target, **options)
 
@@ -112,7 +113,6 @@ class StitchedEncoder:
 def load_stitched(
     path: str | os.PathLike,
     *,
-    load_projector: Callable[[Any], Any],
     encoder: str | None = None,
     target: str | None = None,
     **encoder_options: Any,
@@ -123,8 +123,6 @@ def load_stitched(
     ----------
     path : path
         A file written by ``Projector.save`` (``unialign fit --out``).
-    load_projector : callable
-        ``projectors.load_projector``.
     encoder, target : str, optional
         The source / target encoder specs, needed when the checkpoint records none (``x_encoder`` /
         ``y_encoder``); one that contradicts the recorded spec is refused (``ValueError``) before any model loads.
@@ -136,9 +134,9 @@ def load_stitched(
     -------
     StitchedEncoder
     """
-    from .encoders import load_encoder
+    from ..encoders import load_encoder
 
-    projector = load_projector(path)
+    projector = projectors.load_projector(path)
     meta = dict(getattr(projector, "metadata_", {}) or {})
     source = encoder or meta.get("x_encoder")
     if not source:
@@ -218,7 +216,7 @@ def dataset_labels_for_classes(dataset: Any, class_ids: Sequence[str], class_nam
         return None, "the inputs are unlabelled"
     labels = np.asarray(labels)
     if getattr(dataset, "imagenet_labels", False):
-        from .data._concepts import imagenet_wnids
+        from ..data._concepts import imagenet_wnids
 
         wnids = imagenet_wnids()
         index = {w: i for i, w in enumerate(class_ids)}
@@ -273,9 +271,9 @@ def zero_shot_classify(
     -------
     ZeroShotPredictions
     """
-    from ._validation import check_array, check_int
-    from .evaluation import zero_shot_accuracy
-    from .features import embed
+    from .._validation import check_array, check_int
+    from ..evaluation import zero_shot_accuracy
+    from ..features import embed
 
     C = np.asarray(check_array(classifier, "classifier"), dtype=np.float64)
     if len(class_names) != C.shape[0]:

@@ -19,9 +19,8 @@ So (row ``c`` of ``W``, prompt ``c``) is a real image-side / text-side pair for 
    zero-shot, and real photos that ship with scikit-learn and matplotlib, classified by nearest prompt after the
    projector, next to the model's own classifier head.
 
-The dependency rule of the package (only :mod:`align.cli` imports ``matching`` and ``projectors``) is kept by
-injection: :func:`run_demo` receives the matching evaluator and the projector factory as arguments, and the
-``unialign demo`` command passes ``matching.evaluate`` and ``projectors.make_projector``.
+Part of the app wing (:mod:`align.app`): it calls :func:`matching.evaluate` and :func:`projectors.make_projector`
+directly.
 """
 from __future__ import annotations
 
@@ -39,8 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from ._io import json_default
-from ._validation import check_int, check_rng
+import matching
+import projectors
+
+from .._io import json_default
+from .._validation import check_int, check_rng
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +207,11 @@ def _unit(X: np.ndarray) -> np.ndarray:
 def _text_features(spec: str, dataset, rows: np.ndarray, full: bool, cache_dir, show_progress: bool,
                    **options) -> np.ndarray:
     """Prompt embeddings of the chosen classes: through the feature cache for all 1,000, directly for a subset."""
-    from .encoders import load_encoder
+    from ..encoders import load_encoder
 
     encoder = load_encoder(spec, **options)
     if full:
-        from .features import embed
+        from ..features import embed
 
         feats = embed(encoder, dataset, field="prompt", cache_dir=cache_dir, show_progress=show_progress)
         return np.array(feats.X, dtype=np.float32)
@@ -218,7 +220,7 @@ def _text_features(spec: str, dataset, rows: np.ndarray, full: bool, cache_dir, 
 
 
 def _similarity_section(features: dict[str, np.ndarray], cfg: DemoConfig, rng: np.random.Generator) -> dict:
-    from .similarity import rank_pairs
+    from ..similarity import rank_pairs
 
     names = list(features)
     out: dict[str, Any] = {"encoders": names, "metrics": {}}
@@ -237,8 +239,7 @@ def _similarity_section(features: dict[str, np.ndarray], cfg: DemoConfig, rng: n
     return out
 
 
-def _matching_section(features: dict[str, np.ndarray], cfg: DemoConfig, match_evaluate: Callable,
-                      seed: int) -> dict:
+def _matching_section(features: dict[str, np.ndarray], cfg: DemoConfig, seed: int) -> dict:
     names = list(features)
     n = next(iter(features.values())).shape[0]
     counts = [k for k in cfg.seed_counts if k + cfg.n_query <= n]
@@ -250,7 +251,7 @@ def _matching_section(features: dict[str, np.ndarray], cfg: DemoConfig, match_ev
             for method in cfg.methods:
                 points = []
                 for k in counts:
-                    res = match_evaluate(X, Y, method, n_seeds=k, n_query=cfg.n_query, n_splits=cfg.n_splits,
+                    res = matching.evaluate(X, Y, method, n_seeds=k, n_query=cfg.n_query, n_splits=cfg.n_splits,
                                          rng=seed)
                     points.append({"n_seeds": k, "accuracy": float(res.accuracy),
                                    "accuracy_std": float(res.accuracy_std),
@@ -276,14 +277,14 @@ def _split_classes(n: int, must_be_unseen: Sequence[int], rng: np.random.Generat
     return np.array(sorted(seen)), np.array(sorted(unseen))
 
 
-def _zero_shot_section(W: np.ndarray, T: np.ndarray, seen: np.ndarray, unseen: np.ndarray, cfg: DemoConfig,
-                       make_projector: Callable) -> tuple[dict, dict]:
-    from .evaluation import zero_shot_accuracy
+def _zero_shot_section(W: np.ndarray, T: np.ndarray, seen: np.ndarray, unseen: np.ndarray,
+                       cfg: DemoConfig) -> tuple[dict, dict]:
+    from ..evaluation import zero_shot_accuracy
 
     results, fitted = {}, {}
     for label, kind, params in cfg.projector_kinds:
         t0 = time.perf_counter()
-        proj = make_projector(kind, **params).fit(W[seen], T[seen])
+        proj = projectors.make_projector(kind, **params).fit(W[seen], T[seen])
         fit_s = time.perf_counter() - t0
         Z = np.asarray(proj.transform(W[unseen]))
         among_unseen = zero_shot_accuracy(Z, T[unseen], np.arange(len(unseen)), ks=(1, 5))
@@ -327,8 +328,6 @@ def _photo_section(photos, F: np.ndarray, logits: np.ndarray, proj, T: np.ndarra
 def run_demo(
     out_dir: str | os.PathLike = "unialign-demo",
     *,
-    match_evaluate: Callable,
-    make_projector: Callable,
     quick: bool = False,
     config: DemoConfig | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -343,10 +342,6 @@ def run_demo(
     ----------
     out_dir : path
         Created if missing; existing report files in it are replaced.
-    match_evaluate : callable
-        ``matching.evaluate``: ``(X, Y, method, n_seeds=, n_query=, n_splits=, rng=) -> EvaluationResult``.
-    make_projector : callable
-        ``projectors.make_projector``: ``(kind, **params) -> projector`` with ``fit(X, Y)`` / ``transform(X)``.
     quick : bool
         Use :data:`QUICK` (200 classes, fewer permutations, seeds and epochs; for tests and a first look).
     config : DemoConfig, optional
@@ -362,21 +357,20 @@ def run_demo(
         Receives one line per finished step (the CLI prints them to stderr); default: the log.
     threads : int, optional
         Limit torch, BLAS/OpenMP and the e5 engine to this many threads for the run (restored afterwards); None
-        leaves the process settings alone. Measured on a 2-core machine: busy with other work (load ~3), one
-        thread ran the full demo in 38 s where two took 315 s (multi-threaded SVDs and kNN stall on busy cores);
-        quiet, 39 s vs 32 s. Results can differ in the last digits between thread counts (float reductions).
+        leaves the process settings alone. On a busy machine multi-threaded SVDs and kNN can stall on shared cores
+        (see benchmarks/README.md). Results can differ in the last digits between thread counts (float
+        reductions).
 
     Returns
     -------
     DemoResult
     """
-    if threads is None:
-        return _run_demo(out_dir, match_evaluate, make_projector, config or (QUICK if quick else FULL), cache_dir,
-                         rng, show_progress, say, None)
-    threads = check_int("threads", threads, min_value=1)
-    with _limited_threads(threads):
-        return _run_demo(out_dir, match_evaluate, make_projector, config or (QUICK if quick else FULL), cache_dir,
-                         rng, show_progress, say, threads)
+    cfg = config or (QUICK if quick else FULL)
+    if threads is not None:
+        threads = check_int("threads", threads, min_value=1)
+    with _limited_threads(threads) if threads is not None else contextlib.nullcontext():
+        return _run_demo(out_dir, cfg, cache_dir=cache_dir, rng=rng, show_progress=show_progress, say=say,
+                         threads=threads)
 
 
 @contextlib.contextmanager
@@ -394,10 +388,9 @@ def _limited_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _run_demo(out_dir, match_evaluate, make_projector, cfg: DemoConfig, cache_dir, rng, show_progress, say,
-              threads: int | None) -> DemoResult:
-    from .data import load_dataset
-    from .encoders import load_encoder
+def _run_demo(out_dir, cfg: DemoConfig, *, cache_dir, rng, show_progress: bool, say, threads: int | None) -> DemoResult:
+    from ..data import load_dataset
+    from ..encoders import load_encoder
     from .report import plot_bars, plot_curves, plot_heatmap, plot_image_panel
 
     say = say or log.info
@@ -442,14 +435,14 @@ def _run_demo(out_dir, match_evaluate, make_projector, cfg: DemoConfig, cache_di
     clock.lap("similarity with permutation nulls")
 
     # ---- 2. training-free matching --------------------------------------------------------------------------
-    matching = _matching_section(features, cfg, match_evaluate, seed)
+    match_section = _matching_section(features, cfg, seed)
     clock.lap("training-free matching")
 
     # ---- 3. projector and zero-shot -------------------------------------------------------------------------
     local = {int(c): i for i, c in enumerate(classes)}
     seen, unseen = _split_classes(len(classes), [local[c] for c in photo_classes],
                                   np.random.default_rng(seed + 1))
-    zero_shot, fitted = _zero_shot_section(W, T_minilm, seen, unseen, cfg, make_projector)
+    zero_shot, fitted = _zero_shot_section(W, T_minilm, seen, unseen, cfg)
     best = max(zero_shot, key=lambda k: (zero_shot[k]["unseen"]["accuracy"]["top1"],
                                          zero_shot[k]["unseen"]["accuracy"]["top5"]))
     photo_rows = _photo_section(photos, F, logits, fitted[best], T_minilm, classes, unseen, lemmas) if photos else []
@@ -467,14 +460,14 @@ def _run_demo(out_dir, match_evaluate, make_projector, cfg: DemoConfig, cache_di
         {f"{m} (n={len(classes)})": np.asarray(v["matrix"]) for m, v in similarity["metrics"].items()},
         names, names, out / "similarity.png")
     panels: dict[str, dict] = {}
-    for c in matching["curves"]:
+    for c in match_section["curves"]:
         title = f"{c['x']} -> {c['y']}"
         panels.setdefault(title, {})[c["method"]] = (
             [p["n_seeds"] for p in c["points"]], [p["accuracy"] for p in c["points"]],
             [p["accuracy_std"] for p in c["points"]])
     files["matching.png"] = plot_curves(panels, out / "matching.png", xlabel="known pairs (seeds)",
                                         ylabel=f"accuracy on {cfg.n_query} hidden items", logx=True, ylim=(0, 1),
-                                        reference={"chance": matching["chance"]})
+                                        reference={"chance": match_section["chance"]})
     groups = {f"{split} top-{k}": {label: r[key]["accuracy"][f"top{k}"] for label, r in zero_shot.items()}
               for split, key in (("unseen", "unseen"), ("unseen among all", "unseen_among_all")) for k in (1, 5)}
     files["zeroshot.png"] = plot_bars(groups, out / "zeroshot.png", ylabel="accuracy",
@@ -490,7 +483,7 @@ def _run_demo(out_dir, match_evaluate, make_projector, cfg: DemoConfig, cache_di
     clock.lap("plots")
 
     # ---- report --------------------------------------------------------------------------------------------
-    summary = _summary(similarity, matching, zero_shot, best, photo_rows, len(classes), len(unseen))
+    summary = _summary(similarity, match_section, zero_shot, best, photo_rows, len(classes), len(unseen))
     report = {
         "summary": summary,
         "config": cfg.to_dict(),
@@ -500,7 +493,7 @@ def _run_demo(out_dir, match_evaluate, make_projector, cfg: DemoConfig, cache_di
         "seen_classes": classes[seen].tolist(),
         "unseen_classes": classes[unseen].tolist(),
         "similarity": similarity,
-        "matching": matching,
+        "matching": match_section,
         "zero_shot": {"best": best, "projectors": zero_shot, "chance": {"top1": 1.0 / len(unseen),
                                                                          "top5": 5.0 / len(unseen)}},
         "photos": photo_rows,
@@ -510,7 +503,7 @@ def _run_demo(out_dir, match_evaluate, make_projector, cfg: DemoConfig, cache_di
     }
     seconds = clock.total
     report["seconds"] = round(seconds, 1)
-    from ._io import atomic_write
+    from .._io import atomic_write
 
     with atomic_write(out / "report.json", "w") as f:
         json.dump(report, f, indent=2, default=json_default)
@@ -541,10 +534,10 @@ def _environment() -> dict:
             "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def _summary(similarity, matching, zero_shot, best, photo_rows, n_classes, n_unseen) -> dict:
+def _summary(similarity, match_section, zero_shot, best, photo_rows, n_classes, n_unseen) -> dict:
     cka = {f"{p['a']} / {p['b']}": round(p["value"], 3) for p in similarity["metrics"]["linear_cka"]["pairs"]}
     best_match = {}
-    for c in matching["curves"]:
+    for c in match_section["curves"]:
         last = c["points"][-1] if c["points"] else None
         if last is None:
             continue

@@ -62,9 +62,7 @@ is run on a small random stand-in) are errors that name the key (``matching.meth
 valid: …``, ``matching.n_seeds[3]: 300 known pairs + 100 queries need 400 items; en_minilm has 130``). The run
 repeats the size checks on the real features before its first cell.
 
-:func:`run_experiment` receives the matching and projector functions through :class:`Runners` (the command line
-passes ``matching.evaluate`` and ``projectors.make_projector``), keeping :mod:`align` free of imports of
-``matching`` and ``projectors``.
+This module is part of the app wing (:mod:`align.app`), which calls :mod:`matching` and :mod:`projectors` directly.
 """
 from __future__ import annotations
 
@@ -84,7 +82,11 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write, json_default, load_features, pick_array, sha256_file, split_feature_path
+import matching
+import projectors
+
+from ..._io import atomic_write, json_default, load_features, pick_array, sha256_file, split_feature_path
+from .._solvers import min_known_pairs
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,6 @@ __all__ = [
     "ConfigError",
     "ExperimentConfig",
     "ExperimentResult",
-    "Runners",
     "load_config",
     "run_experiment",
     "validate_config",
@@ -101,38 +102,7 @@ __all__ = [
 CELL_FORMAT = 1
 
 
-class ConfigError(ValueError):
-    """A problem with the experiment file, naming the key."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Runners:
-    """The functions of ``matching`` and ``projectors`` an experiment calls (injected by the command line).
-
-    Attributes
-    ----------
-    match_evaluate : callable
-        ``matching.evaluate(X, Y, method, n_seeds=, n_query=, n_splits=, rng=, **params) -> EvaluationResult``.
-    make_projector : callable
-        ``projectors.make_projector(kind, **params)``.
-    matching_methods : sequence of str
-        Valid method names (``matching.list_methods()``).
-    projector_kinds : sequence of str
-        Valid projector kinds.
-    check_match_params : callable, optional
-        ``(method, params) -> None``; raises for unknown parameter names.
-    match : callable, optional
-        ``matching.match(X, Y, method, partial_match=, rng=, **params) -> MatchResult``: runs the base/query protocol
-        of ``matching.query`` (base pairs from one feature set, queries from another) and checks each method's
-        parameter values on a small stand-in before any work starts.
-    """
-
-    match_evaluate: Callable | None = None
-    make_projector: Callable | None = None
-    matching_methods: Sequence[str] = ()
-    projector_kinds: Sequence[str] = ()
-    check_match_params: Callable | None = None
-    match: Callable | None = None
+from ...exceptions import ConfigError  # noqa: E402  (re-exported: the experiment's errors)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -273,7 +243,7 @@ def _method_list(value: Any, key: str, name_key: str, valid: Sequence[str]) -> l
 
 
 def _check_encoder_spec(spec: str, key: str) -> None:
-    from .encoders import list_encoders
+    from ...encoders import list_encoders
 
     names, prefixes = set(), set()
     for info in list_encoders():
@@ -354,7 +324,7 @@ def _file_shape(path: Path, key: str | None, k: str) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def load_config(path: str | os.PathLike, runners: Runners | None = None) -> ExperimentConfig:
+def load_config(path: str | os.PathLike) -> ExperimentConfig:
     """Read and validate an experiment file (see the module docstring); nothing is computed."""
     import yaml
 
@@ -366,20 +336,19 @@ def load_config(path: str | os.PathLike, runners: Runners | None = None) -> Expe
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()
         raise ConfigError(f"{path}: not valid YAML ({' '.join(first[:3])})") from None
-    return validate_config(raw, base_dir=path.parent, default_out=path.parent / path.stem, runners=runners)
+    return validate_config(raw, base_dir=path.parent, default_out=path.parent / path.stem)
 
 
-def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out: str | os.PathLike | None = None,
-                    runners: Runners | None = None) -> ExperimentConfig:
+def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".",
+                    default_out: str | os.PathLike | None = None) -> ExperimentConfig:
     """Check every key, type, name and file of a parsed config; raise :class:`ConfigError` naming the key.
 
     Relative paths (``out``, feature ``file``) are relative to ``base_dir`` (the YAML file's folder). Datasets are
     opened (cheap: no encoder runs) so that a missing file is found now rather than halfway through the run.
     """
-    from .data import load_dataset
-    from .similarity import list_metrics
+    from ...data import load_dataset
+    from ...similarity import list_metrics
 
-    runners = runners or Runners()
     base = Path(base_dir)
     cfg = _check_keys(raw if raw is not None else {}, _TOP_KEYS, "", required=("features", "pairs"))
     name = _want(cfg.get("name", "experiment"), str, "name", "a string")
@@ -469,23 +438,19 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out:
             raise _fail("similarity.permutations", f"must be >= 0, got {null}")
         similarity = {"metrics": metrics, "null": null}
 
-    matching = None
+    match_task = None
     if cfg.get("matching") is not None:
         m = _check_keys(cfg["matching"], _MATCH_KEYS, "matching", required=("methods", "n_seeds"))
-        methods = _method_list(m["methods"], "matching.methods", "name", list(runners.matching_methods))
+        methods = _method_list(m["methods"], "matching.methods", "name", list(matching.list_methods()))
         n_seeds = _int_list(m["n_seeds"], "matching.n_seeds")
-        if runners.check_match_params is not None:
-            for i, spec in enumerate(methods):
-                try:
-                    checked = runners.check_match_params(spec.name,
-                                                         {**spec.params, **{g: v[0] for g, v in spec.grid.items()}})
-                except (TypeError, ValueError) as exc:
-                    raise _fail(f"matching.methods[{i}].params", str(exc).splitlines()[0]) from None
-                # matching's checker returns (function, minimum number of known pairs)
-                min_seeds = checked[1] if isinstance(checked, tuple) and len(checked) == 2 else 0
-                if isinstance(min_seeds, int) and min(n_seeds) < min_seeds:
-                    raise _fail("matching.n_seeds", f"method {spec.name!r} needs at least {min_seeds} known pairs, "
-                                                    f"got {min(n_seeds)}; raise it or drop the method")
+        for i, spec in enumerate(methods):
+            try:
+                min_seeds = min_known_pairs(spec.name, {**spec.params, **{g: v[0] for g, v in spec.grid.items()}})
+            except (TypeError, ValueError) as exc:
+                raise _fail(f"matching.methods[{i}].params", str(exc).splitlines()[0]) from None
+            if min(n_seeds) < min_seeds:
+                raise _fail("matching.n_seeds", f"method {spec.name!r} needs at least {min_seeds} known pairs, "
+                                                f"got {min(n_seeds)}; raise it or drop the method")
         n_query = _want(m.get("n_query", 100), int, "matching.n_query", "an integer")
         n_splits = _want(m.get("n_splits", 5), int, "matching.n_splits", "an integer")
         if n_query < 1 or n_splits < 1:
@@ -499,19 +464,18 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out:
             if selection != "random":
                 raise _fail("matching.seed_selection", "only 'random' works with matching.query (the known pairs are "
                                                        "drawn from the base feature sets); drop it")
-        matching = {"methods": methods, "n_seeds": n_seeds, "n_query": n_query, "n_splits": n_splits,
+        match_task = {"methods": methods, "n_seeds": n_seeds, "n_query": n_query, "n_splits": n_splits,
                     "seed_selection": selection, "layers": _layers_mode(m, "matching"), "query": query}
 
-    projectors = None
+    proj_task = None
     if cfg.get("projectors") is not None:
         p = _check_keys(cfg["projectors"], _PROJ_KEYS, "projectors", required=("kinds",))
-        kinds = _method_list(p["kinds"], "projectors.kinds", "kind", list(runners.projector_kinds))
-        if runners.make_projector is not None:
-            for i, spec in enumerate(kinds):
-                try:
-                    runners.make_projector(spec.name, **{**spec.params, **{g: v[0] for g, v in spec.grid.items()}})
-                except (TypeError, ValueError) as exc:
-                    raise _fail(f"projectors.kinds[{i}].params", str(exc).splitlines()[0]) from None
+        kinds = _method_list(p["kinds"], "projectors.kinds", "kind", [p["kind"] for p in projectors.list_projectors()])
+        for i, spec in enumerate(kinds):
+            try:
+                projectors.make_projector(spec.name, **{**spec.params, **{g: v[0] for g, v in spec.grid.items()}})
+            except (TypeError, ValueError) as exc:
+                raise _fail(f"projectors.kinds[{i}].params", str(exc).splitlines()[0]) from None
         test = None
         if p.get("test") is not None:
             test = _held_out_map(p["test"], "projectors.test", features, pairs, "test pairs")
@@ -522,13 +486,13 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".", default_out:
         if not 0 < float(test_fraction) < 1:
             raise _fail("projectors.test_fraction", f"must be between 0 and 1, got {test_fraction}")
         ks = _int_list(p.get("ks", [1, 5, 10]), "projectors.ks", min_value=1)
-        projectors = {"kinds": kinds, "test_fraction": float(test_fraction), "ks": tuple(sorted(set(ks))),
+        proj_task = {"kinds": kinds, "test_fraction": float(test_fraction), "ks": tuple(sorted(set(ks))),
                       "layers": _layers_mode(p, "projectors"), "test": test}
 
     config = ExperimentConfig(name=name, out=out, seeds=seeds, cache_dir=cache_dir, features=features,
-                              pairs=tuple(pairs), similarity=similarity, matching=matching, projectors=projectors,
+                              pairs=tuple(pairs), similarity=similarity, matching=match_task, projectors=proj_task,
                               source=_plain(raw))
-    preflight(config, runners, {f: (spec.n_items, spec.dim) for f, spec in features.items()})
+    preflight(config, {f: (spec.n_items, spec.dim) for f, spec in features.items()})
     return config
 
 
@@ -571,7 +535,7 @@ def _held_out_map(raw: Any, key: str, features: dict, pairs: list, what: str) ->
 _DIM_PARAMS = ("n_components", "out_dim")
 
 
-def preflight(cfg: ExperimentConfig, runners: Runners | None, shapes: Mapping[str, tuple]) -> None:
+def preflight(cfg: ExperimentConfig, shapes: Mapping[str, tuple]) -> None:
     """Check what the sizes decide, before any cell runs; raise :class:`ConfigError` naming the key.
 
     ``shapes`` maps each feature set to ``(n_items, dim)`` (``None`` where not known yet: an encoder's width before
@@ -581,8 +545,6 @@ def preflight(cfg: ExperimentConfig, runners: Runners | None, shapes: Mapping[st
     rejects, such as ``sigma: -1``, fails here and not after hours of work). :func:`validate_config` calls it with the
     sizes known from the files and datasets; :func:`run_experiment` again with the features' real shapes.
     """
-    runners = runners or Runners()
-
     def rows(name):
         return shapes.get(name, (None, None))[0]
 
@@ -609,7 +571,7 @@ def preflight(cfg: ExperimentConfig, runners: Runners | None, shapes: Mapping[st
             same_items(held[x], held[y], f"{task}.{key}", f"the {what} of a pair")
 
     if cfg.similarity:
-        from ._similarity._registry import bind_params, get_spec
+        from ..._similarity._registry import bind_params, get_spec
 
         for i, spec in enumerate(cfg.similarity["metrics"]):
             metric = get_spec(spec.name)
@@ -639,16 +601,12 @@ def preflight(cfg: ExperimentConfig, runners: Runners | None, shapes: Mapping[st
                     if rows(x) is not None and k + q > rows(x):
                         raise _fail(f"matching.n_seeds[{j}]", f"{k} known pairs + {q} queries need {k + q} items; "
                                                               f"{x} has {rows(x)}")
-        if runners.match is not None:
-            min_seeds = {}
-            for i, spec in enumerate(m["methods"]):
-                if runners.check_match_params is not None:
-                    checked = runners.check_match_params(spec.name, spec.params)
-                    min_seeds[i] = checked[1] if isinstance(checked, tuple) and len(checked) == 2 else 0
-                for x, y in cfg.pairs:
-                    for params in spec.combos():
-                        _try_match(runners, spec.name, params, max(2, min_seeds.get(i, 0)), dim(x) or 8, dim(y) or 8,
-                                   f"matching.methods[{i}].params")
+        for i, spec in enumerate(m["methods"]):
+            min_seeds = min_known_pairs(spec.name, spec.params)
+            for x, y in cfg.pairs:
+                for params in spec.combos():
+                    _try_match(spec.name, params, max(2, min_seeds), dim(x) or 8, dim(y) or 8,
+                               f"matching.methods[{i}].params")
 
     if cfg.projectors:  # Recall@k on the test split refuses k > its size; say so now, not after the training
         p = cfg.projectors
@@ -665,13 +623,13 @@ def preflight(cfg: ExperimentConfig, runners: Runners | None, shapes: Mapping[st
                 raise _fail("projectors.ks", f"Recall@{p['ks'][-1]} needs at least {p['ks'][-1]} test items but "
                                              f"{where} {n_test}; use cut-offs up to {n_test}{fix}")
 
-    if cfg.projectors and runners.make_projector is not None:
+    if cfg.projectors:
         p = cfg.projectors
         n_train = [rows(x) if p["test"] else rows(x) - max(1, round(p["test_fraction"] * rows(x)))
                    for x, _ in cfg.pairs if rows(x) is not None]
         for i, spec in enumerate(p["kinds"]):
             for params in spec.combos():
-                _try_fit(runners, spec.name, params, f"projectors.kinds[{i}].params", min(n_train, default=None))
+                _try_fit(spec.name, params, f"projectors.kinds[{i}].params", min(n_train, default=None))
 
 
 _TRIED: dict[tuple, str | None] = {}  # stand-in runs already done in this process: key -> error message or None
@@ -681,7 +639,7 @@ def _stand_in(n: int, d: int, seed: int, dtype=np.float64) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, d)).astype(dtype)
 
 
-def _try_match(runners: Runners, method: str, params: dict, n_seeds: int, dx: int, dy: int, key: str) -> None:
+def _try_match(method: str, params: dict, n_seeds: int, dx: int, dy: int, key: str) -> None:
     """Run ``method`` with ``params`` on random stand-ins of ``n_seeds`` known pairs + 6 queries."""
     import warnings
 
@@ -692,7 +650,7 @@ def _try_match(runners: Runners, method: str, params: dict, n_seeds: int, dx: in
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                runners.match(_stand_in(n, dx, 0), _stand_in(n, dy, 1), method, partial_match=pm, rng=0, **params)
+                matching.match(_stand_in(n, dx, 0), _stand_in(n, dy, 1), method, partial_match=pm, rng=0, **params)
             _TRIED[token] = None
         except (TypeError, ValueError) as exc:
             _TRIED[token] = str(exc).splitlines()[0]
@@ -700,7 +658,7 @@ def _try_match(runners: Runners, method: str, params: dict, n_seeds: int, dx: in
         raise _fail(key, _TRIED[token])
 
 
-def _try_fit(runners: Runners, kind: str, params: dict, key: str, n_train: int | None) -> None:
+def _try_fit(kind: str, params: dict, key: str, n_train: int | None) -> None:
     """Fit ``kind`` with ``params`` on a random stand-in without a checkpoint file: wide enough for its dimension
     parameters (``n_components``, ``out_dim``), with more rows than columns and enough rows for the validation split
     it asks for (``val_fraction``), but never more rows than the real training set (``n_train``, when known), so a
@@ -723,7 +681,7 @@ def _try_fit(runners: Runners, kind: str, params: dict, key: str, n_train: int |
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                proj = runners.make_projector(kind, **trial)
+                proj = projectors.make_projector(kind, **trial)
                 proj.fit(_stand_in(n, d, 0, np.float32), _stand_in(n, d, 1, np.float32))
             _TRIED[token] = None
         except (TypeError, ValueError) as exc:
@@ -794,9 +752,9 @@ class _FeatureStore:
         return arrays[list(self.cfg.features[name].layers).index(layer)]
 
     def _embed(self, name: str):
-        from .data import load_dataset
-        from .encoders import load_encoder
-        from .features import embed
+        from ...data import load_dataset
+        from ...encoders import load_encoder
+        from ...features import embed
 
         spec = self.cfg.features[name]
         options = dict(spec.encoder_options)
@@ -902,12 +860,12 @@ def _cell_id(cell: Cell, settings: dict, fingerprints: Sequence[str]) -> str:
 
 
 def _run_similarity(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig) -> dict:
-    from .similarity import compare, layer_sweep, permutation_null
+    from ...similarity import compare, layer_sweep, permutation_null
 
     lx, ly = store.layers(cell.x), store.layers(cell.y)
     out: dict[str, Any] = {}
     if len(lx) > 1 or len(ly) > 1:
-        from .similarity import list_metrics
+        from ...similarity import list_metrics
 
         sweep = layer_sweep(lx, ly, cell.method, **cell.params)
         out["sweep"] = sweep.to_dict()
@@ -928,20 +886,20 @@ def _run_similarity(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig) -> 
     return out
 
 
-def _run_matching(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runners: Runners) -> dict:
+def _run_matching(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig) -> dict:
     m = cfg.matching
     if m["query"]:
-        return _run_base_query(cell, store, cfg, runners)
-    res = runners.match_evaluate(store.X(cell.x, cell.layer_x), store.X(cell.y, cell.layer_y), cell.method,
+        return _run_base_query(cell, store, cfg)
+    res = matching.evaluate(store.X(cell.x, cell.layer_x), store.X(cell.y, cell.layer_y), cell.method,
                                  n_seeds=cell.n_seeds,
                                  n_query=m["n_query"], n_splits=m["n_splits"], seed_selection=m["seed_selection"],
                                  rng=cell.seed, **cell.params)
-    d = res.to_dict() if hasattr(res, "to_dict") else dict(res)
+    d = res.to_dict()
     return {"accuracy": float(d["accuracy"]), "accuracies": [float(a) for a in d["accuracies"]],
             "recall": d.get("recall"), "seconds": d.get("seconds")}
 
 
-def _run_base_query(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runners: Runners) -> dict:
+def _run_base_query(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig) -> dict:
     """Matching with known pairs from the pair's feature sets and queries from their ``matching.query`` sets.
 
     Each split draws ``n_seeds`` base items and ``n_query`` query items (without replacement, from the cell's seed),
@@ -964,9 +922,9 @@ def _run_base_query(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, run
         Y = np.concatenate([YA[base], YB[queries[hide]]])
         truth = np.argsort(hide)  # query a of X is query truth[a] of Y
         pm = np.stack([np.arange(k), np.arange(k)], axis=1)
-        res = runners.match(X, Y, cell.method, partial_match=pm, rng=rng.spawn(1)[0], **cell.params)
+        res = matching.match(X, Y, cell.method, partial_match=pm, rng=rng.spawn(1)[0], **cell.params)
         accs.append(float(np.mean(np.asarray(res.col_ind)[k:] == k + truth)))
-        if getattr(res, "similarity", None) is not None:
+        if res.similarity is not None:
             S = np.asarray(res.similarity, dtype=np.float64)[k:, k:]
             rank = (S > S[np.arange(q), truth][:, None]).sum(axis=1)  # 0 = the partner ranks first
             recalls.append({str(r): float(np.mean(rank < r)) for r in (1, 5, 10)})
@@ -975,8 +933,8 @@ def _run_base_query(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, run
             "seconds": time.perf_counter() - t0}
 
 
-def _run_projector(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runners: Runners) -> dict:
-    from .evaluation import retrieval_metrics
+def _run_projector(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig) -> dict:
+    from ...evaluation import retrieval_metrics
 
     X, Y = np.asarray(store.X(cell.x, cell.layer_x)), np.asarray(store.X(cell.y, cell.layer_y))
     held = cfg.projectors["test"]
@@ -991,14 +949,13 @@ def _run_projector(cell: Cell, store: _FeatureStore, cfg: ExperimentConfig, runn
         test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
         X_test, Y_test = X[test], Y[test]
     params = dict(cell.params)
-    proj = runners.make_projector(cell.method, **params)
-    if "rng" in getattr(proj, "get_params", dict)() and "rng" not in params:
+    proj = projectors.make_projector(cell.method, **params)
+    if "rng" in proj.get_params() and "rng" not in params:
         proj.set_params(rng=cell.seed)
     t0 = time.perf_counter()
     proj.fit(X[train], Y[train])
     fit_s = time.perf_counter() - t0
-    transform_y = getattr(proj, "transform_y", lambda A: A)
-    res = retrieval_metrics(proj.transform(X_test), transform_y(Y_test), ks=cfg.projectors["ks"])
+    res = retrieval_metrics(proj.transform(X_test), proj.transform_y(Y_test), ks=cfg.projectors["ks"])
     out = {"retrieval": res.to_dict(), "n_train": len(train), "n_test": len(X_test), "fit_seconds": fit_s}
     tr = getattr(proj, "train_result_", None)
     if tr is not None:
@@ -1042,7 +999,7 @@ class ExperimentResult:
                 "seconds": self.seconds}
 
 
-def run_experiment(cfg: ExperimentConfig, runners: Runners, *, show_progress: bool = False,
+def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = False,
                    say: Callable[[str], None] | None = None) -> ExperimentResult:
     """Run every unfinished cell of ``cfg``, then write results.json, results.csv, report.md and the plots.
 
@@ -1057,13 +1014,6 @@ def run_experiment(cfg: ExperimentConfig, runners: Runners, *, show_progress: bo
         json.dump(cfg.source, f, indent=2, default=str)
     store = _FeatureStore(cfg, show_progress)
     cells = _cells(cfg)
-    needed = {c.task for c in cells}
-    if "matching" in needed and runners.match_evaluate is None:
-        raise ValueError("this experiment has a matching task but no matching evaluator was given")
-    if "matching" in needed and cfg.matching["query"] and runners.match is None:
-        raise ValueError("matching.query needs Runners.match (matching.match); the command line passes it")
-    if "projectors" in needed and runners.make_projector is None:
-        raise ValueError("this experiment has a projectors task but no projector factory was given")
     # every feature set a cell reads, loaded (embedded) before the first cell, then the size checks on real shapes
     used = list(dict.fromkeys(f for c in cells for f in _cell_features(c, cfg)))
     shapes = {}
@@ -1074,7 +1024,7 @@ def run_experiment(cfg: ExperimentConfig, runners: Runners, *, show_progress: bo
             if arr.ndim != 2 or arr.shape[0] != shapes[name][0]:
                 raise ConfigError(f"features.{name}: layer {layer!r} has shape {arr.shape}; every layer needs "
                                   f"{shapes[name][0]} rows")
-    preflight(cfg, runners, shapes)
+    preflight(cfg, shapes)
     records, n_cached, n_computed = [], 0, 0
     it = cells
     if show_progress:
@@ -1093,9 +1043,9 @@ def run_experiment(cfg: ExperimentConfig, runners: Runners, *, show_progress: bo
             if cell.task == "similarity":
                 result = _run_similarity(cell, store, cfg)
             elif cell.task == "matching":
-                result = _run_matching(cell, store, cfg, runners)
+                result = _run_matching(cell, store, cfg)
             else:
-                result = _run_projector(cell, store, cfg, runners)
+                result = _run_projector(cell, store, cfg)
             record = {"id": cid, **cell.describe(), "settings": settings, "result": result,
                       "seconds": time.perf_counter() - t}
             with atomic_write(path, "w") as f:
@@ -1127,7 +1077,7 @@ def _params_label(params: dict) -> str:
 
 def _aggregate(records: list[dict], cfg: ExperimentConfig) -> list[dict]:
     """Mean ± std per (task, pair, method, params[, n_seeds]) and measure, over seeds (and splits for matching)."""
-    from .report import mean_std
+    from ..report import mean_std
 
     groups: dict[tuple, list[dict]] = {}
     for r in records:
@@ -1167,7 +1117,7 @@ def _aggregate(records: list[dict], cfg: ExperimentConfig) -> list[dict]:
 def _provenance(cfg: ExperimentConfig, store: _FeatureStore, used: Sequence[str]) -> dict:
     """What produced the results: versions (:func:`align._provenance.provenance`), every feature set (file + sha256,
     or encoder and dataset specs with the feature-cache key) and the seeds."""
-    from ._provenance import provenance
+    from ..._provenance import provenance
 
     features = {}
     for name in used:
@@ -1207,7 +1157,7 @@ def _write_outputs(cfg: ExperimentConfig, records: list[dict], aggregates: list[
 
 
 def _plots(cfg: ExperimentConfig, records: list[dict], aggregates: list[dict], out: Path) -> dict:
-    from .report import plot_curves, plot_heatmap
+    from ..report import plot_curves, plot_heatmap
 
     files: dict[str, Path] = {}
     sims = [a for a in aggregates if a["task"] == "similarity" and a["measure"] == "value"]
@@ -1275,7 +1225,7 @@ def _plots(cfg: ExperimentConfig, records: list[dict], aggregates: list[dict], o
 
 
 def _report(cfg: ExperimentConfig, records: list[dict], aggregates: list[dict], files: dict) -> str:
-    from .report import fmt_mean_std, markdown_table
+    from ..report import fmt_mean_std, markdown_table
 
     L = [f"# {cfg.name}\n"]
     L.append(f"{len(records)} cells, seeds {list(cfg.seeds)}. Every number comes from the cells in `cells/`; "

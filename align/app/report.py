@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write
+from .._io import atomic_write
 
 log = logging.getLogger(__name__)
 
