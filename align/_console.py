@@ -54,15 +54,16 @@ class _Formatter(logging.Formatter):
 def _hf_bars(enable: bool) -> None:
     """Switch the progress bars of the Hugging Face packages already imported (the environment variable covers the
     ones imported later)."""
-    hub = sys.modules.get("huggingface_hub.utils")
-    if hub is not None:
-        try:
+    # huggingface_hub reads the variable once, at import: one imported while it was set warns that it "has priority"
+    # when asked to enable its bars again (transformers asks it too) and keeps them off; nothing else can be done
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hub = sys.modules.get("huggingface_hub.utils")
+        if hub is not None:
             (hub.enable_progress_bars if enable else hub.disable_progress_bars)()
-        except Exception:  # noqa: BLE001 - HF_HUB_DISABLE_PROGRESS_BARS=0 set by the user has priority; keep theirs
-            pass
-    tf = sys.modules.get("transformers.utils.logging")
-    if tf is not None:
-        (tf.enable_progress_bar if enable else tf.disable_progress_bar)()
+        tf = sys.modules.get("transformers.utils.logging")
+        if tf is not None:
+            (tf.enable_progress_bar if enable else tf.disable_progress_bar)()
 
 
 def _hf_bars_on() -> bool:
