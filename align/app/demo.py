@@ -686,9 +686,10 @@ def _markdown(report: dict, cfg: DemoConfig, files: dict) -> str:
     # 1
     L.append("## 1. How similar are the three encoders?\n")
     L.append(f"![similarity]({files['similarity.png'].name})\n")
-    L.append("Each bar is a pair's similarity; the grey band over it is what the same two encoders score when the rows "
-             "of one are re-paired at random (the permutation null, mean ± 2 std, black tick at the mean). The distance "
-             "from the band to the end of the bar, not the bar's length, is the evidence of shared structure.\n")
+    L.append("Each bar is a pair's similarity. Its grey part is what the same two encoders score when the rows of one "
+             "are re-paired at random (the permutation null: its mean, with a ±2 std whisker); the blue part is what "
+             "the real pairing adds. The blue part, not the bar's length, is the evidence of shared structure: with "
+             "fewer concepts than feature dimensions linear CKA of unrelated rows is far from 0.\n")
     rows = []
     for metric, v in sim["metrics"].items():
         for p in v["pairs"]:
