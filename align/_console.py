@@ -51,6 +51,24 @@ class _Formatter(logging.Formatter):
         return super().format(record)
 
 
+class _EpochFormatter(logging.Formatter):
+    """The trainer's per-epoch record (``"epoch %d: %s"`` with a dict) as one short progress line on stderr."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg == "epoch %d: %s" and len(args) == 2 and isinstance(args[1], dict):
+            r = args[1]
+            parts = [f"epoch {args[0]}"]
+            if isinstance(r.get("loss"), float):
+                parts.append(f"loss {r['loss']:.4f}")
+            if isinstance(r.get("val_R@1"), float):
+                parts.append(f"val R@1 {r['val_R@1']:.3f}")
+            if isinstance(r.get("epoch_time_s"), float):
+                parts.append(f"{r['epoch_time_s']:.1f} s")
+            return "fit: " + ", ".join(parts)
+        return "fit: " + record.getMessage()
+
+
 def _hf_bars(enable: bool) -> None:
     """Switch the progress bars of the Hugging Face packages already imported (the environment variable covers the
     ones imported later)."""
@@ -73,7 +91,11 @@ def _hf_bars_on() -> bool:
     return hub is None or not hub.are_progress_bars_disabled()
 
 
-def install(verbose: int = 0) -> Callable[[], None]:
+#: Loggers whose INFO records are a command's progress, shown on stderr without ``-v`` (``{command: loggers}``).
+PROGRESS_LOGGERS = {"fit": ("projectors.trainer",)}
+
+
+def install(verbose: int = 0, command: str | None = None) -> Callable[[], None]:
     """Route warnings and logs to stderr as the command line shows them; return the function that undoes it.
 
     Parameters
@@ -81,6 +103,9 @@ def install(verbose: int = 0) -> Callable[[], None]:
     verbose : int
         0: warnings and errors only, no third-party progress bars; 1 (``-v``): also INFO, and third-party bars;
         2 (``-vv``): DEBUG.
+    command : str, optional
+        The subcommand about to run; for those in :data:`PROGRESS_LOGGERS` (``fit``: one line per training epoch,
+        ``fit: epoch 3, loss 1.2345, val R@1 0.512, 2.1 s``) progress shows on stderr at ``verbose=0`` too.
 
     Returns
     -------
@@ -99,6 +124,17 @@ def install(verbose: int = 0) -> Callable[[], None]:
         root.addHandler(handler)
         root.setLevel(logging.WARNING - 10 * min(max(verbose, 0), 2))
 
+    progress: list[tuple[logging.Logger, logging.Handler, int, bool]] = []
+    if verbose < 1:
+        for name in PROGRESS_LOGGERS.get(command or "", ()):
+            lg = logging.getLogger(name)
+            h = logging.StreamHandler(sys.stderr)
+            h.setFormatter(_EpochFormatter())
+            progress.append((lg, h, lg.level, lg.propagate))
+            lg.addHandler(h)
+            lg.setLevel(logging.INFO)
+            lg.propagate = False  # its warnings still show: this handler prints every level, as one line
+
     silenced = verbose < 1 and _hf_bars_on()
     if silenced:
         os.environ[_HF_BARS_ENV] = "1"
@@ -109,6 +145,10 @@ def install(verbose: int = 0) -> Callable[[], None]:
         if handler is not None:
             root.removeHandler(handler)
             root.setLevel(saved_level)
+        for lg, h, level, propagate in progress:
+            lg.removeHandler(h)
+            lg.setLevel(level)
+            lg.propagate = propagate
         if silenced:
             os.environ.pop(_HF_BARS_ENV, None)
             _hf_bars(True)

@@ -161,8 +161,9 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     ctx.obj["debug"] = debug
     from ._console import install
 
-    # one-line `warning: …` for Python warnings and WARNING logs; no third-party progress bars unless -v
-    ctx.call_on_close(install(verbose))
+    # one-line `warning: …` for Python warnings and WARNING logs; no third-party progress bars unless -v; the
+    # progress of `fit` (one line per epoch) on stderr
+    ctx.call_on_close(install(verbose, ctx.invoked_subcommand))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -162,3 +162,24 @@ def test_cli_embed_shows_no_third_party_bar_unless_verbose(tmp_path):
                 "--cache-dir", str(tmp_path / "c2"), "--out", str(tmp_path / "v.npy"))
     assert loud.returncode == 0, loud.stderr
     assert "Loading weights" in loud.stderr  # the bar is there to silence: this test can fail
+
+
+def test_fit_shows_one_progress_line_per_epoch_on_stderr(tmp_path):
+    from click.testing import CliRunner
+
+    from align.cli import main
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "y.npy", (X @ rng.normal(size=(8, 6))).astype(np.float32))
+    args = ["fit", "--kind", "mlp", "--epochs", "3", "--x", str(tmp_path / "x.npy"), "--y", str(tmp_path / "y.npy"),
+            "--out", str(tmp_path / "p.pt")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("fit: epoch")]
+    assert [ln.split(",")[0] for ln in lines] == ["fit: epoch 0", "fit: epoch 1", "fit: epoch 2"], r.stderr
+    assert all("loss" in ln and "val R@1" in ln for ln in lines)
+    assert logging.getLogger("projectors.trainer").propagate  # restored after the command
+    r = CliRunner().invoke(main, ["similarity", str(tmp_path / "x.npy"), str(tmp_path / "x.npy")])
+    assert r.exit_code == 0 and "fit:" not in r.stderr  # only fit reports epochs
