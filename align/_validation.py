@@ -8,6 +8,7 @@ into one-line messages; any other ``TypeError`` is a bug and keeps its traceback
 from __future__ import annotations
 
 import numbers
+import re
 from typing import Any, Iterable
 
 import numpy as np
@@ -17,6 +18,7 @@ __all__ = [
     "check_paired",
     "check_rng",
     "check_choice",
+    "did_you_mean",
     "check_int",
     "check_float",
     "check_partial_match",
@@ -154,12 +156,68 @@ def check_choice(name: str, value: Any, valid: Iterable[str]) -> str:
     if not isinstance(value, str):
         raise InputTypeError(f"`{name}` must be a string, one of {', '.join(map(repr, valid))}; got {type(value).__name__}")
     if value not in valid:
-        import difflib
-
-        close = difflib.get_close_matches(value, valid, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown {name} {value!r}: valid values are {', '.join(map(repr, valid))}{hint}")
+        raise ValueError(f"unknown {name} {value!r}: valid values are {', '.join(map(repr, valid))}"
+                         f"{did_you_mean_hint(value, valid)}")
     return value
+
+
+def _tokens(name: str) -> list[str]:
+    return [t for t in re.split(r"[_\-:./\s]+", name.lower()) if t]
+
+
+def did_you_mean(value: str, valid: Iterable[str], n: int = 3) -> list[str]:
+    """The names of ``valid`` that ``value`` most likely meant, best first (at most ``n``; empty when none is close).
+
+    Spelling variants first (case, ``-`` for ``_``), then names that contain ``value`` as one of their ``_`` /
+    ``-`` separated words, ending with it before elsewhere (``cka`` -> ``linear_cka``, ``rbf_cka``, … in the order
+    of ``valid``, not ``cknna``), then names that contain it as a substring, then names contained in ``value``
+    (``linear_cka2`` -> ``linear_cka``, ``timm/resnet50`` -> ``timm:``), then names ending with the same word, then :func:`difflib.get_close_matches`
+    (typos). Within the last two groups the closest spelling comes first.
+    """
+    import difflib
+
+    valid = list(dict.fromkeys(str(v) for v in valid))
+    v = str(value).strip()
+    key = v.lower().replace("-", "_")
+    if not key:
+        return []
+    vt = _tokens(v)
+    ratio = {c: difflib.SequenceMatcher(None, key, c.lower().replace("-", "_")).ratio() for c in valid}
+    groups: list[list[str]] = [[] for _ in range(7)]
+    for c in valid:
+        ck, ct = c.lower().replace("-", "_"), _tokens(c)
+        if ck == key or ct == vt:
+            g = 0
+        elif vt and len(ct) > len(vt) and ct[-len(vt):] == vt:
+            g = 1  # a whole-word suffix: cka -> linear_cka
+        elif vt and any(ct[i:i + len(vt)] == vt for i in range(len(ct))):
+            g = 2  # a whole word elsewhere: e5 -> e5-small
+        elif len(key) >= 3 and key in ck:
+            g = 3  # a substring: net -> efficientnet-lite0
+        elif (len(ck) >= 3 and ck in key) or (ct and len(vt) > len(ct) and vt[:len(ct)] == ct):
+            g = 4  # the name inside what was typed: linear_cka_biased -> linear_cka
+        elif vt and ct and len(vt[-1]) >= 3 and vt[-1] == ct[-1]:
+            g = 5  # the same last word: kernel_cka -> linear_cka
+        elif ratio[c] >= 0.6:
+            g = 6  # a typo
+        else:
+            continue
+        groups[g].append(c)
+    if groups[0]:
+        return groups[0][:n]  # a spelling variant: nothing else is worth a mention
+    groups[4].sort(key=len, reverse=True)
+    for g in (5, 6):
+        groups[g].sort(key=lambda c: -ratio[c])
+    return [c for group in groups for c in group][:n]
+
+
+def did_you_mean_hint(value: str, valid: Iterable[str], n: int = 3) -> str:
+    """``"; did you mean 'linear_cka' (or 'rbf_cka', 'unbiased_cka')?"`` for an error message, or ``""``."""
+    close = did_you_mean(value, valid, n)
+    if not close:
+        return ""
+    more = f" (or {', '.join(map(repr, close[1:]))})" if len(close) > 1 else ""
+    return f"; did you mean {close[0]!r}{more}?"
 
 
 def check_int(name: str, value: Any, *, min_value: int | None = None, max_value: int | None = None) -> int:

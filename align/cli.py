@@ -159,8 +159,11 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from ._console import install
+
+    # one-line `warning: …` for Python warnings and WARNING logs; no third-party progress bars unless -v; the
+    # progress of `fit` (one line per epoch) on stderr
+    ctx.call_on_close(install(verbose, ctx.invoked_subcommand))
 
 
 # --------------------------------------------------------------------------------------------------------------

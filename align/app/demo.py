@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,16 +135,20 @@ class DemoResult:
         The headline numbers (also in ``report.json["summary"]``).
     seconds : float
         Wall-clock time of the whole run.
+    provenance : dict
+        What produced it (:func:`align._provenance.provenance`: versions, command line, encoders, seed, photo
+        files by sha256); also ``report.json["provenance"]``.
     """
 
     out_dir: Path
     files: dict
     summary: dict
     seconds: float
+    provenance: dict | None = None
 
     def to_dict(self) -> dict:
         return {"out_dir": str(self.out_dir), "files": {k: str(v) for k, v in self.files.items()},
-                "summary": self.summary, "seconds": self.seconds}
+                "summary": self.summary, "seconds": self.seconds, "provenance": self.provenance}
 
 
 def sample_photos() -> list[tuple[str, Path]]:
@@ -368,9 +373,22 @@ def run_demo(
     cfg = config or (QUICK if quick else FULL)
     if threads is not None:
         threads = check_int("threads", threads, min_value=1)
-    with _limited_threads(threads) if threads is not None else contextlib.nullcontext():
+    # Warnings raised by the steps are collected into the report (with what they mean for the demo) instead of
+    # interleaving with the step lines on stderr: the demo's own settings trigger some on purpose (linear CKA with
+    # fewer concepts than dimensions, which the permutation null corrects for).
+    with (_limited_threads(threads) if threads is not None else contextlib.nullcontext(),
+          warnings.catch_warnings(record=True) as caught):
         return _run_demo(out_dir, cfg, cache_dir=cache_dir, rng=rng, show_progress=show_progress, say=say,
-                         threads=threads)
+                         threads=threads, caught=caught)
+
+
+def _warning_records(caught: list) -> list[dict]:
+    """``[{"category", "message", "count"}, …]``: the warnings of the run, one entry per distinct message."""
+    out: dict[tuple[str, str], dict] = {}
+    for w in caught:
+        key = (w.category.__name__, " ".join(str(w.message).split()))
+        out.setdefault(key, {"category": key[0], "message": key[1], "count": 0})["count"] += 1
+    return list(out.values())
 
 
 @contextlib.contextmanager
@@ -388,10 +406,11 @@ def _limited_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _run_demo(out_dir, cfg: DemoConfig, *, cache_dir, rng, show_progress: bool, say, threads: int | None) -> DemoResult:
+def _run_demo(out_dir, cfg: DemoConfig, *, cache_dir, rng, show_progress: bool, say, threads: int | None,
+              caught: list) -> DemoResult:
     from ..data import load_dataset
     from ..encoders import load_encoder
-    from .report import plot_bars, plot_curves, plot_heatmap, plot_image_panel
+    from .report import plot_against_null, plot_bars, plot_curves, plot_image_panel
 
     say = say or log.info
     gen = check_rng(rng)
@@ -455,10 +474,12 @@ def _run_demo(out_dir, cfg: DemoConfig, *, cache_dir, rng, show_progress: bool, 
     clock.lap("projectors and zero-shot")
 
     # ---- plots ---------------------------------------------------------------------------------------------
-    names = similarity["encoders"]
-    files["similarity.png"] = plot_heatmap(
-        {f"{m} (n={len(classes)})": np.asarray(v["matrix"]) for m, v in similarity["metrics"].items()},
-        names, names, out / "similarity.png")
+    files["similarity.png"] = plot_against_null(
+        {_metric_title(m, v, len(classes)): [(f"{p['a']} / {p['b']}", p["value"], p["null_mean"], p["null_std"])
+                                              for p in v["pairs"]]
+         for m, v in similarity["metrics"].items()},
+        out / "similarity.png", xlabel="similarity",
+        null_label=f"permutation null of {cfg.n_permutations} re-pairings")
     panels: dict[str, dict] = {}
     for c in match_section["curves"]:
         title = f"{c['x']} -> {c['y']}"
@@ -466,12 +487,18 @@ def _run_demo(out_dir, cfg: DemoConfig, *, cache_dir, rng, show_progress: bool, 
             [p["n_seeds"] for p in c["points"]], [p["accuracy"] for p in c["points"]],
             [p["accuracy_std"] for p in c["points"]])
     files["matching.png"] = plot_curves(panels, out / "matching.png", xlabel="known pairs (seeds)",
-                                        ylabel=f"accuracy on {cfg.n_query} hidden items", logx=True, ylim=(0, 1),
-                                        reference={"chance": match_section["chance"]})
-    groups = {f"{split} top-{k}": {label: r[key]["accuracy"][f"top{k}"] for label, r in zero_shot.items()}
-              for split, key in (("unseen", "unseen"), ("unseen among all", "unseen_among_all")) for k in (1, 5)}
-    files["zeroshot.png"] = plot_bars(groups, out / "zeroshot.png", ylabel="accuracy",
-                                      reference={"chance top-1 (unseen)": 1.0 / len(unseen)})
+                                        ylabel=f"share of {cfg.n_query} hidden concepts matched", logx=True,
+                                        ylim=(0, 1), reference={
+                                            f"chance 1/{cfg.n_query} = {match_section['chance']:.2f}":
+                                                match_section["chance"]})
+    splits = ((f"{len(unseen)} unseen", "unseen", len(unseen)), (f"unseen among all {len(classes)}",
+                                                                "unseen_among_all", len(classes)))
+    groups = {f"{split}\ntop-{k}": {label: r[key]["accuracy"][f"top{k}"] for label, r in zero_shot.items()}
+              for split, key, _ in splits for k in (1, 5)}
+    chance = {f"{split}\ntop-{k}": min(1.0, k / n_cand) for split, _, n_cand in splits for k in (1, 5)}
+    files["zeroshot.png"] = plot_bars(groups, out / "zeroshot.png",
+                                      ylabel="accuracy (own prompt in top k)",
+                                      chance=chance)
     if photo_rows:
         items = []
         for (name, path), row in zip(photos, photo_rows):
@@ -484,6 +511,8 @@ def _run_demo(out_dir, cfg: DemoConfig, *, cache_dir, rng, show_progress: bool, 
 
     # ---- report --------------------------------------------------------------------------------------------
     summary = _summary(similarity, match_section, zero_shot, best, photo_rows, len(classes), len(unseen))
+    warning_records = _warning_records(caught)
+    summary["n_warnings"] = sum(w["count"] for w in warning_records)
     report = {
         "summary": summary,
         "config": cfg.to_dict(),
@@ -499,7 +528,10 @@ def _run_demo(out_dir, cfg: DemoConfig, *, cache_dir, rng, show_progress: bool, 
         "photos": photo_rows,
         "timings_s": dict(clock.steps),
         "threads": threads,
+        "warnings": warning_records,
         "environment": _environment(),
+        "provenance": _provenance(cfg, rng if isinstance(rng, (int, np.integer)) else repr(rng), threads, photos,
+                                  cache_dir),
     }
     seconds = clock.total
     report["seconds"] = round(seconds, 1)
@@ -511,7 +543,19 @@ def _run_demo(out_dir, cfg: DemoConfig, *, cache_dir, rng, show_progress: bool, 
     with atomic_write(out / "report.md", "w") as f:
         f.write(_markdown(report, cfg, files))
     files["report.md"] = out / "report.md"
-    return DemoResult(out_dir=out, files=files, summary=summary, seconds=round(seconds, 1))
+    return DemoResult(out_dir=out, files=files, summary=summary, seconds=round(seconds, 1),
+                      provenance=report["provenance"])
+
+
+def _provenance(cfg: DemoConfig, rng, threads, photos, cache_dir) -> dict:
+    """The :func:`align._provenance.provenance` record of this run: the command line, the encoders and the dataset
+    by spec, the photos by sha256, the seed and the configuration."""
+    from .._provenance import command_line, provenance
+
+    return provenance(
+        command=command_line(), workflow="align.app.demo.run_demo", dataset="concepts:imagenet-1k",
+        encoders={"image": _IMAGE, "text": [_MINILM, _E5]}, seed=rng, threads=threads, config=cfg.to_dict(),
+        photos=[Path(p) for _, p in photos], cache_dir=None if cache_dir is None else str(cache_dir))
 
 
 def _environment() -> dict:
@@ -534,8 +578,22 @@ def _environment() -> dict:
             "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
 
 
+def _metric_title(metric: str, block: dict, n: int) -> str:
+    name = {"linear_cka": "linear CKA", "mutual_knn": "mutual kNN"}.get(metric, metric)
+    k = block["params"].get("k")
+    return f"{name}{f' (k = {k})' if k else ''} of the {n} concepts"
+
+
+#: What a row of each encoder's matrix is, in the summary's sentences.
+_ROW = {_IMAGE: "classifier row", _MINILM: "prompt embedding", _E5: "prompt embedding"}
+
+
 def _summary(similarity, match_section, zero_shot, best, photo_rows, n_classes, n_unseen) -> dict:
-    cka = {f"{p['a']} / {p['b']}": round(p["value"], 3) for p in similarity["metrics"]["linear_cka"]["pairs"]}
+    cka_pairs = similarity["metrics"]["linear_cka"]["pairs"]
+    cka = {f"{p['a']} / {p['b']}": round(p["value"], 3) for p in cka_pairs}
+    cka_null = {f"{p['a']} / {p['b']}": {"mean": round(p["null_mean"], 3), "std": round(p["null_std"], 4)}
+                for p in cka_pairs}
+    n_query = match_section["n_query"]
     best_match = {}
     for c in match_section["curves"]:
         last = c["points"][-1] if c["points"] else None
@@ -543,31 +601,57 @@ def _summary(similarity, match_section, zero_shot, best, photo_rows, n_classes, 
             continue
         key = f"{c['x']} -> {c['y']}"
         if key not in best_match or last["accuracy"] > best_match[key]["accuracy"]:
-            best_match[key] = {"method": c["method"], "n_seeds": last["n_seeds"], "accuracy": round(last["accuracy"], 3)}
+            best_match[key] = {
+                "method": c["method"], "n_seeds": last["n_seeds"], "accuracy": round(last["accuracy"], 3),
+                "n_hidden": n_query, "chance": round(match_section["chance"], 4),
+                "of": f"share of the {n_query} hidden concepts whose {c['x']} {_ROW.get(c['x'], 'vector')} was "
+                      f"matched to its own {c['y']} {_ROW.get(c['y'], 'vector')}, with {last['n_seeds']} known "
+                      f"pairs, best method at that count; mean over {match_section['n_splits']} splits"}
     zs = zero_shot[best]["unseen"]["accuracy"]
     return {
         "n_classes": n_classes,
         "linear_cka": cka,
+        "linear_cka_null": cka_null,
         "matching_at_most_seeds": best_match,
         "zero_shot": {"projector": best, "n_unseen_classes": n_unseen, "top1": round(zs["top1"], 3),
-                      "top5": round(zs["top5"], 3), "chance_top1": round(1.0 / n_unseen, 4)},
+                      "top5": round(zs["top5"], 3), "chance_top1": round(1.0 / n_unseen, 4),
+                      "chance_top5": round(min(1.0, 5.0 / n_unseen), 4),
+                      "of": f"share of the {n_unseen} classes never seen in training whose projected "
+                            f"{_IMAGE} classifier row is nearest (top-1) or among the 5 nearest (top-5) to its own "
+                            f"{_MINILM} prompt embedding, among the {n_unseen} unseen classes' prompts"},
         "photos": {r["photo"]: {"head": r["head_top5"][0]["lemma"], "zero_shot": r["zero_shot_top5"][0]["lemma"]}
                    for r in photo_rows},
     }
 
 
 def summary_lines(result: DemoResult) -> list[str]:
-    """A few human-readable lines for the terminal."""
+    """A few human-readable lines for the terminal: each number with what it is a share of, and its chance level."""
     s = result.summary
-    lines = [f"unialign demo: {s['n_classes']} ImageNet concepts, {result.seconds:.0f} s -> {result.files['report.md']}"]
-    lines.append("  linear CKA: " + ", ".join(f"{k} {v:.2f}" for k, v in s["linear_cka"].items()))
+    lines = [f"unialign demo: {s['n_classes']} ImageNet concepts, {result.seconds:.0f} s -> {result.files['report.md']}"
+             ] + ["  " + line for line in _headlines(s)]
+    if s.get("n_warnings"):
+        lines.append(f"  {s['n_warnings']} library warning(s) during the run: listed under 'Run details' in report.md")
+    return lines
+
+
+def _headlines(s: dict) -> list[str]:
+    """The summary's numbers as sentences that say what each is a share of and what chance would score."""
+    lines = []
+    nulls = s.get("linear_cka_null", {})
+    lines.append("linear CKA (permutation null in brackets): " + ", ".join(
+        f"{k} {v:.2f}" + (f" (null {nulls[k]['mean']:.2f})" if k in nulls else "") for k, v in s["linear_cka"].items()))
     for pair, m in s["matching_at_most_seeds"].items():
-        lines.append(f"  matching {pair}: {m['accuracy']:.2f} with {m['n_seeds']} known pairs ({m['method']})")
+        y = pair.split(" -> ")[-1]
+        lines.append(f"matching {pair}: {m['accuracy']:.2f} = share of the {m['n_hidden']} hidden concepts matched to "
+                     f"their own {y} {_ROW.get(y, 'vector')}, from {m['n_seeds']} known pairs ({m['method']}); "
+                     f"chance 1/{m['n_hidden']} = {m['chance']:.3f}")
     z = s["zero_shot"]
-    lines.append(f"  zero-shot on {z['n_unseen_classes']} unseen classes ({z['projector']}): top-1 {z['top1']:.3f}, "
-                 f"top-5 {z['top5']:.3f} (chance {z['chance_top1']:.3f})")
+    n_u = z["n_unseen_classes"]
+    lines.append(f"zero-shot ({z['projector']}): top-1 {z['top1']:.3f} = share of the {n_u} classes unseen in training "
+                 f"whose projected image row is nearest its own prompt among the {n_u} unseen prompts (chance "
+                 f"{z['chance_top1']:.3f}); top-5 {z['top5']:.3f} (chance {z['chance_top5']:.3f})")
     for photo, p in s["photos"].items():
-        lines.append(f"  {photo}: head says {p['head']!r}, stitched zero-shot says {p['zero_shot']!r}")
+        lines.append(f"{photo}: head says {p['head']!r}, stitched zero-shot says {p['zero_shot']!r}")
     return lines
 
 
@@ -595,9 +679,17 @@ def _markdown(report: dict, cfg: DemoConfig, files: dict) -> str:
              "all-MiniLM-L6-v2 and multilingual-e5-small (4-bit, `passage:` prefix) embeddings of the prompt "
              "\"a photo of a {class}.\". Row c of every matrix is class c.\n")
 
+    L.append("**In short.** Each number with what it is a share of and what chance scores:\n")
+    L.extend(f"- {line}" for line in _headlines(report["summary"]))
+    L.append("")
+
     # 1
     L.append("## 1. How similar are the three encoders?\n")
     L.append(f"![similarity]({files['similarity.png'].name})\n")
+    L.append("Each bar is a pair's similarity. Its grey part is what the same two encoders score when the rows of one "
+             "are re-paired at random (the permutation null: its mean, with a ±2 std whisker); the blue part is what "
+             "the real pairing adds. The blue part, not the bar's length, is the evidence of shared structure: with "
+             "fewer concepts than feature dimensions linear CKA of unrelated rows is far from 0.\n")
     rows = []
     for metric, v in sim["metrics"].items():
         for p in v["pairs"]:
@@ -621,6 +713,8 @@ def _markdown(report: dict, cfg: DemoConfig, files: dict) -> str:
              "(Maniparambil et al., 2024); `procrustes`: an orthogonal map fitted on the seeds, then a linear "
              "assignment.\n")
     L.append(f"![matching]({files['matching.png'].name})\n")
+    L.append(f"The y-axis is the share of the {mat['n_query']} hidden concepts matched to their own partner (mean ± "
+             f"std over the splits); the dotted line is chance, 1/{mat['n_query']}.\n")
     counts = mat["seed_counts"]
     rows = []
     for c in mat["curves"]:
@@ -641,6 +735,7 @@ def _markdown(report: dict, cfg: DemoConfig, files: dict) -> str:
              f"test is zero-shot too. Chance: top-1 {zs['chance']['top1']:.4f}, top-5 {zs['chance']['top5']:.4f} "
              "among unseen classes.\n")
     L.append(f"![zero-shot]({files['zeroshot.png'].name})\n")
+    L.append(f"Dotted segments: chance for each group (k / {n_unseen} among the unseen classes, k / {n} among all).\n")
     rows = []
     for label, r in zs["projectors"].items():
         rows.append([label, r["kind"], f"{r['unseen']['accuracy']['top1']:.3f}", f"{r['unseen']['accuracy']['top5']:.3f}",
@@ -678,5 +773,15 @@ def _markdown(report: dict, cfg: DemoConfig, files: dict) -> str:
     L.append("## Run details\n")
     L.append(markdown_table(["step", "seconds"], [[k, f"{v:.1f}"] for k, v in report["timings_s"].items()]))
     L.append("\nPackages: " + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v) + f"; Python "
-             f"{env['python']} on {env['platform']}. Full numbers: `report.json`.\n")
+             f"{env['python']} on {env['platform']}. Full numbers: `report.json`; what produced them (versions, "
+             "command line, encoders, seed, the photos by sha256): its `provenance`.\n")
+    if report.get("warnings"):
+        L.append("Warnings the library raised during the run (collected here rather than printed between the step "
+                 "lines; linear CKA with fewer concepts than feature dimensions is biased upward, which is why every "
+                 "similarity above is shown against its permutation null):\n")
+        L.extend(f"- {w['category']} ×{w['count']}: {w['message']}" for w in report["warnings"])
+        L.append("")
+    prov = report.get("provenance") or {}
+    if prov.get("command"):
+        L.append(f"Command: `{prov['command']}` (unialign {prov.get('unialign')}, created {prov.get('created')}).\n")
     return "\n".join(L)

@@ -23,6 +23,7 @@ __all__ = [
     "fmt_mean_std",
     "markdown_table",
     "mean_std",
+    "plot_against_null",
     "plot_bars",
     "plot_curves",
     "plot_heatmap",
@@ -128,6 +129,51 @@ def plot_heatmap(
     return _save(fig, path)
 
 
+def plot_against_null(
+    panels: Mapping[str, Sequence[tuple[str, float, float, float]]],
+    path: str | os.PathLike,
+    *,
+    xlabel: str = "value",
+    null_label: str = "permutation null",
+    xlim: tuple[float, float] | None = (0.0, 1.0),
+) -> Path:
+    """Each pair's value against its permutation null: ``{panel title: [(pair label, value, null mean, null std), …]}``.
+
+    One horizontal bar per pair: grey from 0 to the null mean (what re-paired rows score, with a ±2 std whisker),
+    coloured from there to the value, so what the figure shows at a glance is the value minus the null (a CKA of 0.6
+    means little when re-paired rows score 0.5). Each row is labelled ``value, null mean (z)`` to the right.
+    """
+    from matplotlib.transforms import blended_transform_factory
+
+    n = len(panels)
+    if n == 0:
+        raise ValueError("`panels` is empty; nothing to plot")
+    rows = max(len(v) for v in panels.values())
+    ncols = min(n, 2)
+    nrows = -(-n // ncols)
+    fig = _figure(6.4 * ncols, (0.5 * rows + 1.5) * nrows)
+    for i, (title, pairs) in enumerate(panels.items()):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        right = blended_transform_factory(ax.transAxes, ax.transData)
+        ys = np.arange(len(pairs))[::-1]
+        for y, (label, value, mu, sd) in zip(ys, pairs):
+            ax.barh(y, value, height=0.6, color="tab:blue", label="value above the null" if y == ys[0] else None)
+            ax.barh(y, min(mu, value), height=0.6, color="0.6", label=null_label + " (mean, ± 2 std)"
+                    if y == ys[0] else None)
+            ax.errorbar(mu, y, xerr=2 * sd, color="black", capsize=3, linewidth=1.2)
+            z = (value - mu) / sd if sd > 0 else float("inf")
+            ax.text(1.02, y, f"{value:.2f}, null {mu:.2f} (z = {z:.0f})", transform=right, va="center", fontsize=8)
+        ax.set_yticks(ys, labels=[p[0] for p in pairs], fontsize=8)
+        if xlim is not None:
+            ax.set_xlim(*xlim)
+        ax.set_ylim(-0.6, len(pairs) - 0.4)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
+    return _save(fig, path)
+
+
 def plot_curves(
     panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]]],
     path: str | os.PathLike,
@@ -158,7 +204,7 @@ def plot_curves(
                 std = np.asarray(std, dtype=np.float64)
                 ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
         for name, value in (reference or {}).items():
-            ax.axhline(value, color="grey", linestyle="--", linewidth=0.8, label=name)
+            ax.axhline(value, color="black", linestyle=":", linewidth=1.4, label=name)
         if logx:
             ax.set_xscale("log")
         if ylim is not None:
@@ -177,8 +223,13 @@ def plot_bars(
     *,
     ylabel: str,
     reference: Mapping[str, float] | None = None,
+    chance: Mapping[str, float] | None = None,
 ) -> Path:
-    """Grouped bars: ``{group: {bar label: value}}`` (e.g. ``{"top-1": {"procrustes": 0.2, …}, "top-5": …}``)."""
+    """Grouped bars: ``{group: {bar label: value}}`` (e.g. ``{"top-1": {"procrustes": 0.2, …}, "top-5": …}``).
+
+    ``reference`` draws labelled horizontal lines across the whole plot; ``chance`` (``{group: value}``) a dotted
+    line over each group's bars at that group's own chance level, its value under the group's name.
+    """
     if not groups:
         raise ValueError("`groups` is empty; nothing to plot")
     labels = list(dict.fromkeys(k for g in groups.values() for k in g))
@@ -193,8 +244,16 @@ def plot_bars(
             if np.isfinite(v):
                 ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
     for name, value in (reference or {}).items():
-        ax.axhline(value, color="grey", linestyle="--", linewidth=0.8, label=name)
-    ax.set_xticks(range(len(groups)), labels=list(groups))
+        ax.axhline(value, color="black", linestyle=":", linewidth=1.4, label=name)
+    ticks, labelled = list(groups), False
+    for i, group in enumerate(groups):
+        if chance and group in chance:
+            c = float(chance[group])
+            ax.plot([i - 0.45, i + 0.45], [c, c], color="black", linestyle=":", linewidth=1.6,
+                    label=None if labelled else "chance")
+            labelled = True
+            ticks[i] = f"{group}\n(chance {c:.3f})"
+    ax.set_xticks(range(len(groups)), labels=ticks)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)

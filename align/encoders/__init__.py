@@ -251,10 +251,9 @@ def load_encoder(spec: str, **options: Any) -> Encoder:
         factory, _, _, _, valid = _PREFIXES[prefix]
         _check_options(spec, options, valid)
         return factory(arg, **options)
-    import difflib
+    from .._validation import did_you_mean_hint
 
-    close = difflib.get_close_matches(spec, list(_BUILTINS) + [f"{p}:" for p in _PREFIXES], n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean_hint(spec, list(_BUILTINS) + [f"{p}:" for p in _PREFIXES])
     raise ValueError(f"unknown encoder spec {spec!r}: {_valid_specs()}{hint}")
 
 
