@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import iter_chunks, load64
+from ._common import cka_ratio, iter_chunks, load64
 from ._kernel import block_rows
 
 
@@ -94,8 +94,6 @@ def _masked_hsic_u(rows, cols, a, b, n: int) -> float:
 
 def cknna_value(X, Y, device, *, k: int, normalize: bool, batch_size) -> tuple[float, dict]:
     """CKNNA: unbiased CKA restricted to pairs that are k-nearest neighbours in both representations."""
-    from ._moments import cka_ratio
-
     n = X.shape[0]
     _check_k(k, n, minimum=2)
     ix, vx = knn(_features(X, device, batch_size, normalize, "X"), k, batch_size)

@@ -190,3 +190,37 @@ def test_the_torch_code_path_used_off_cpu_gives_the_same_values(monkeypatch):
     assert median == pytest.approx(np.median(squareform(pdist(Z.numpy(), "sqeuclidean"))), rel=1e-13)
     assert _kernel.median_sq_distance_tiled(Z, sq, torch_ops, 64, low_precision=True)[0] == pytest.approx(median,
                                                                                                         rel=1e-13)
+
+
+def _song_unbiased_gram(X, Y):
+    """Song et al. (2012) unbiased HSIC on whole float64 Gram matrices with zero diagonals: the naive reference."""
+    def hsic(K, L):
+        n = K.shape[0]
+        K, L = K.copy(), L.copy()
+        np.fill_diagonal(K, 0.0)
+        np.fill_diagonal(L, 0.0)
+        one = np.ones(n)
+        return (np.sum(K * L.T) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
+                - 2.0 * (one @ K @ L @ one) / (n - 2)) / (n * (n - 3))
+
+    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+    K, L = X @ X.T, Y @ Y.T
+    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
+
+
+@pytest.mark.parametrize("batch_size", [None, 7, 64, 999])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunked_moments_equal_the_naive_formulas_at_sizes_that_do_not_divide_the_chunk(batch_size, dtype):
+    # n = 331 rows: 7 and 64 leave a ragged last chunk, 999 is one chunk larger than n; d_x + d_y < n (features route)
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(331, 9)) + 5.0).astype(dtype)
+    Y = (X[:, :6] @ rng.normal(size=(6, 5)) + rng.normal(size=(331, 5))).astype(dtype)
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    Xc, Yc = X64 - X64.mean(0), Y64 - Y64.mean(0)
+    linear = np.linalg.norm(Yc.T @ Xc) ** 2 / (np.linalg.norm(Xc.T @ Xc) * np.linalg.norm(Yc.T @ Yc))
+    r = sim.compare(X, Y, "linear_cka", batch_size=batch_size)
+    assert r.settings["route"] == "features"
+    assert abs(r.value - linear) < 1e-12
+    u = sim.compare(X, Y, "unbiased_cka", batch_size=batch_size)
+    assert u.settings["route"] == "features"
+    assert abs(u.value - _song_unbiased_gram(X, Y)) < 1e-12
