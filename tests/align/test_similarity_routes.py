@@ -224,3 +224,45 @@ def test_chunked_moments_equal_the_naive_formulas_at_sizes_that_do_not_divide_th
     u = sim.compare(X, Y, "unbiased_cka", batch_size=batch_size)
     assert u.settings["route"] == "features"
     assert abs(u.value - _song_unbiased_gram(X, Y)) < 1e-12
+
+
+def _neighbour_sets(idx):
+    return np.sort(np.asarray(idx), axis=1)
+
+
+@pytest.mark.parametrize("batch_size", [None, 650, 37])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_float32_knn_with_planted_ties_has_the_float64_neighbours(batch_size, normalize):
+    """Duplicated rows plant exact ties at the k-th neighbour (and float32-only near-ties by tiny offsets): the
+    float32 blocks with float64 re-checks must give the float64 engine's neighbour sets; block sizes that do not
+    divide n (n = 2,101; 650 and 37 rows), the group filter of ``_top`` with a ragged tail, and plain top-k."""
+    from align._similarity import _neighbors
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(1200, 24))
+    X = np.concatenate([base, base[:600], base[:301] + 1e-9 * rng.normal(size=(301, 24))])  # n = 2,101
+    Z = torch.from_numpy(X)
+    if normalize:
+        Z = Z / Z.norm(dim=1, keepdim=True)
+    for k in (1, 4, 10):
+        idx, val = _neighbors.knn(Z, k, batch_size, values=True)
+        ref_idx, ref_val = _neighbors.knn_float64(Z, k, batch_size)
+        np.testing.assert_array_equal(_neighbour_sets(idx), _neighbour_sets(ref_idx))
+        np.testing.assert_allclose(np.sort(val.numpy(), 1), np.sort(ref_val.numpy(), 1), rtol=0, atol=1e-12)
+        S = (Z @ Z.T).numpy()
+        np.fill_diagonal(S, -np.inf)
+        kth = np.sort(S, 1)[:, -k]
+        assert (np.take_along_axis(S, idx.numpy(), 1) >= kth[:, None] - 1e-12).all()  # truly the k largest
+
+
+def test_knn_metrics_equal_their_float64_engine(monkeypatch):
+    from align._similarity import _neighbors
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(700, 40)).astype(np.float32)
+    Y = (X[:, :20] + 0.3 * rng.normal(size=(700, 20))).astype(np.float32)
+    X[600:] = X[:100]  # duplicated items: exact ties
+    fast = {m: sim.similarity(X, Y, m, k=7) for m in ("mutual_knn", "cknna", "cycle_knn")}
+    monkeypatch.setattr(_neighbors, "knn", lambda Z, k, b, values=False: _neighbors.knn_float64(Z, k, b))
+    for m, v in fast.items():
+        assert abs(sim.similarity(X, Y, m, k=7) - v) < 1e-12, m
