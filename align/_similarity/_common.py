@@ -270,9 +270,8 @@ class _NumpyOps:
 
     @staticmethod
     def tensor(a):
-        import torch
-
-        return torch.from_numpy(np.asarray(a))
+        """On CPU the moments stay numpy arrays (no torch import for the numpy-only routes)."""
+        return np.asarray(a)
 
     @staticmethod
     def wrap(t):

@@ -14,6 +14,7 @@ fourth-order sums :math:`\\sum_i \\|x_i'\\|^2 x_i'` etc. Cost :math:`O(n (d_x^2 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -147,7 +148,7 @@ def accumulate(
     if not cross_only:
         checks[0].finish(allow_constant=True)  # constancy is reported by the metric that needs it
         checks[1].finish(allow_constant=True)
-    t = ops.tensor  # the Moments hold torch tensors (zero-copy from numpy)
+    t = ops.tensor  # numpy arrays on CPU, torch tensors elsewhere
     if cross_only:
         extra = {"sab": sab, "ux": t(ux), "uy": t(uy)} if higher else {}
         return replace(base, sxy=t(sxy), **extra)
@@ -174,10 +175,9 @@ def _accumulate_numpy(X: Any, Y: Any, ops, rows: int, higher: bool) -> Moments:
     ia, ib = dx + dy, dx + dy + 1  # columns of a and b (higher only); the last column is all ones
     width = dx + dy + (3 if higher else 1)
     rows = max(1, min(rows, n))
-    import torch
-
+    torch = sys.modules.get("torch")  # its cast-copy is faster than numpy's mixed-type loop; never imported for it
     buf = np.empty((rows, width))
-    buf_t = torch.from_numpy(buf)
+    buf_t = torch.from_numpy(buf) if torch is not None else None
     buf[:, -1] = 1.0
     G = None  # the sum of the chunks' W'W (the first chunk's own buffer: no copy for a single chunk)
     g = np.empty((width, width))
@@ -191,11 +191,16 @@ def _accumulate_numpy(X: Any, Y: Any, ops, rows: int, higher: bool) -> Moments:
         if cx is None:  # the shift: mean of the first rows (enough to keep the centring correction exact)
             head = min(e - s, SHIFT_ROWS)
             cx, cy = xb[:head].mean(0, dtype=np.float64), yb[:head].mean(0, dtype=np.float64)
-            cxt, cyt = torch.from_numpy(cx), torch.from_numpy(cy)
-        W, Wt = buf[: e - s], buf_t[: e - s]
-        # convert and centre in place (torch's cast-copy is faster than numpy's mixed-type ufunc loop)
-        Wt[:, :dx].copy_(from_numpy(xb)).sub_(cxt)
-        Wt[:, dx:dx + dy].copy_(from_numpy(yb)).sub_(cyt)
+            if torch is not None:
+                cxt, cyt = torch.from_numpy(cx), torch.from_numpy(cy)
+        W = buf[: e - s]
+        if torch is not None:  # convert and centre in place; the same IEEE operations either way
+            Wt = buf_t[: e - s]
+            Wt[:, :dx].copy_(from_numpy(xb)).sub_(cxt)
+            Wt[:, dx:dx + dy].copy_(from_numpy(yb)).sub_(cyt)
+        else:
+            np.subtract(xb, cx, out=W[:, :dx])
+            np.subtract(yb, cy, out=W[:, dx:dx + dy])
         if higher:
             np.einsum("ij,ij->i", W[:, :dx], W[:, :dx], out=W[:, ia])
             np.einsum("ij,ij->i", W[:, dx:dx + dy], W[:, dx:dx + dy], out=W[:, ib])
@@ -214,7 +219,7 @@ def _accumulate_numpy(X: Any, Y: Any, ops, rows: int, higher: bool) -> Moments:
             G += g
     checks[0].finish(allow_constant=True)  # constancy is reported by the metric that needs it
     checks[1].finish(allow_constant=True)
-    t = ops.tensor  # the Moments hold torch tensors (zero-copy views of G's blocks)
+    t = ops.tensor  # numpy views of G's blocks
     sums = G[-1]
     extra = {}
     if higher:
@@ -242,12 +247,15 @@ def _check_not_constant(m: Moments) -> None:
 
 def linear_cka_from_moments(m: Moments) -> tuple[float, dict]:
     """:math:`\\|C_{xy}\\|_F^2 / (\\|C_{xx}\\|_F \\|C_{yy}\\|_F)` (Kornblith et al. 2019, eq. for linear CKA)."""
-    import torch
-
     _check_not_constant(m)
 
-    def sq(s, a, b):  # ||s - a b' / n||_F^2, in place of a temporary outer product
-        c = torch.addr(s, a, b, alpha=-1.0 / m.n)
+    def sq(s, a, b):  # ||s - a b' / n||_F^2
+        if isinstance(s, np.ndarray):
+            c = s - np.multiply.outer(a, b) / m.n
+            return float(np.vdot(c, c))
+        import torch
+
+        c = torch.addr(s, a, b, alpha=-1.0 / m.n)  # in place of a temporary outer product
         return float(torch.dot(c.reshape(-1), c.reshape(-1)))
 
     num = sq(m.sxy, m.sx, m.sy)
@@ -280,6 +288,16 @@ def unbiased_cka_from_moments(m: Moments) -> tuple[float, dict]:
     return cka_ratio(h_xy, h_xx, h_yy), {"kernel": "linear", "estimator": "unbiased", "route": "features"}
 
 
+def _as_torch(m: Moments) -> Moments:
+    """``m`` with torch tensors (CCA and Procrustes decompose the moments with ``torch.linalg``)."""
+    import torch
+
+    if not isinstance(m.sxx, np.ndarray):
+        return m
+    conv = {f: torch.from_numpy(np.ascontiguousarray(v)) for f, v in vars(m).items() if isinstance(v, np.ndarray)}
+    return replace(m, **conv)
+
+
 def _whitener(c, *, variance: float | None, n_components: int | None, rtol: float, name: str):
     """Eigen-basis of a covariance kept for CCA: columns ``T`` with :math:`T^\\top C T = I_k`."""
     import torch
@@ -308,6 +326,8 @@ def _whitener(c, *, variance: float | None, n_components: int | None, rtol: floa
 def _cca(m: Moments, *, variance, n_components, rtol):
     import torch
 
+    m = _as_torch(m)
+
     tx, kx, rx = _whitener(m.cxx, variance=variance, n_components=n_components, rtol=rtol, name="X")
     ty, ky, ry = _whitener(m.cyy, variance=variance, n_components=n_components, rtol=rtol, name="Y")
     if max(kx, ky) >= m.n - 1:
@@ -335,6 +355,7 @@ def svcca_from_moments(m: Moments, *, variance: float = 0.99, n_components: int 
 def pwcca_from_moments(m: Moments, *, rtol: float = 1e-10) -> tuple[float, dict]:
     """Projection-weighted CCA (Morcos et al. 2018) from moments."""
     _check_not_constant(m)
+    m = _as_torch(m)
     tx, ty, u, rho, vh, kx, ky, _, _ = _cca(m, variance=None, n_components=None, rtol=rtol)
     r = rho.numel()
     if kx <= ky:  # Morcos et al. weight the side with fewer (non-degenerate) dimensions; X on a tie
@@ -352,6 +373,7 @@ def procrustes_from_moments(m: Moments, *, form: str = "angular") -> tuple[float
     import torch
 
     _check_not_constant(m)
+    m = _as_torch(m)
     nuc = float(torch.linalg.svdvals(m.cxy).sum())
     nx, ny = float(torch.trace(m.cxx)), float(torch.trace(m.cyy))
     return procrustes_value(nuc / math.sqrt(nx * ny), form), {"form": form, "route": "features"}

@@ -266,3 +266,20 @@ def test_knn_metrics_equal_their_float64_engine(monkeypatch):
     monkeypatch.setattr(_neighbors, "knn", lambda Z, k, b, values=False: _neighbors.knn_float64(Z, k, b))
     for m, v in fast.items():
         assert abs(sim.similarity(X, Y, m, k=7) - v) < 1e-12, m
+
+
+def test_linear_and_unbiased_cka_on_numpy_never_import_torch():
+    """torch costs about a second to import; the numpy moments route of linear / unbiased CKA does not need it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, numpy as np\n"
+            "from align import similarity as sim\n"
+            "X = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)\n"
+            "Y = X[:, :4] + 0.1\n"
+            "sim.linear_cka(X, Y); sim.unbiased_cka(X, Y)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root,
+                   env={**__import__("os").environ, "PYTHONPATH": str(root)})
