@@ -223,6 +223,12 @@ class _Failed:
         raise self.kind(self.message)
 
 
+def _pins_memory(encoder) -> bool:
+    """Batches go to a CUDA device: decoded batches are put in pinned (page-locked) memory by the loader, so the
+    encoder's ``.to(device, non_blocking=True)`` copies them asynchronously."""
+    return str(getattr(encoder, "device", "cpu")).startswith("cuda")
+
+
 def _iter_batches(source: _BatchSource, num_workers: int):
     if num_workers <= 0:
         for b in range(len(source)):
@@ -232,7 +238,7 @@ def _iter_batches(source: _BatchSource, num_workers: int):
 
     loader = torch.utils.data.DataLoader(
         source, batch_size=None, shuffle=False, num_workers=num_workers, prefetch_factor=4,
-        persistent_workers=False, worker_init_fn=_worker_init,
+        persistent_workers=False, worker_init_fn=_worker_init, pin_memory=_pins_memory(source.encoder),
     )
     yield from loader
 

@@ -254,3 +254,32 @@ def test_length_sorted_resume_is_byte_identical(tmp_path):
     resumed = embed(enc, ds, cache_dir=tmp_path / "part", batch_size=4, shard_size=8)
     assert enc.calls == 10 - 4
     assert _entry_file(resumed).read_bytes() == _entry_file(full).read_bytes()
+
+
+def test_loader_pins_memory_only_for_cuda_encoders():
+    from align.features import _pins_memory
+
+    enc = ToyEncoder()
+    assert not _pins_memory(enc)
+    enc.device = "cpu"
+    assert not _pins_memory(enc)
+    enc.device = "cuda:0"
+    assert _pins_memory(enc)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_encoder_with_decode_workers_and_pinned_batches_matches_cpu(tmp_path):
+    import torch
+
+    class CudaToy(ToyEncoder):
+        device = torch.device("cuda")
+
+        def forward(self, batch):
+            assert batch.is_pinned()  # the loader pinned it
+            out = super().forward(batch.to(self.device, non_blocking=True).cpu())
+            return {k: v.to(self.device) for k, v in out.items()}
+
+    ds = ToyText(30)
+    gpu = embed(CudaToy(), ds, cache_dir=tmp_path / "gpu", batch_size=4, num_workers=2)
+    cpu = embed(ToyEncoder(), ds, cache_dir=tmp_path / "cpu", batch_size=4, num_workers=2)
+    assert_allclose(gpu.X, cpu.X, rtol=0, atol=0)
