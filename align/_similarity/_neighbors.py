@@ -102,7 +102,8 @@ GROUP = 16
 
 
 def _top(S, m: int):
-    """``torch.topk(S, m, dim=1)`` (values, column indices; S is a block or the transpose of one), faster.
+    """Candidates (values, column indices) that contain ``torch.topk(S, m, dim=1)``: at most ``m * GROUP`` plus
+    the ragged tail per row (S is a block or the transpose of one); the top m are selected by the caller's merge.
 
     The columns are split into groups of ``GROUP`` (column c in group c mod q); one pass takes each group's
     maximum, the top m groups are found among the maxima, and top m among their members. Exact: each of the top m
@@ -128,8 +129,7 @@ def _top(S, m: int):
     cols = (gi[:, :, None] + q * torch.arange(GROUP, device=S.device)).reshape(b, m * GROUP)
     if q * GROUP < w:
         cols = torch.cat((cols, torch.arange(q * GROUP, w, device=S.device).expand(b, -1)), 1)
-    v, j = torch.topk(S.gather(1, cols), m, dim=1)
-    return v, cols.gather(1, j)
+    return S.gather(1, cols), cols  # a superset of the top m; the caller's merge selects from it
 
 
 def knn_float64(Z, k: int, batch_size):
