@@ -93,8 +93,8 @@ def knn(Z, k: int, batch_size, *, values: bool = False):
     return idx, val
 
 
-# Rows (= columns) of one float32 similarity block: 16 MB, faster than larger blocks on one core (measured at
-# n = 10,000, d = 384: 2,048 rows 0.57 s, 4,096 rows 0.64 s).
+# Rows (= columns) of one float32 similarity block: 16 MB; faster than 4,096-row blocks on one core (see
+# benchmarks/README.md, "## similarity").
 SIDE = 2048
 # Candidates per group in _top: the largest of GROUP entries is found by one vectorised pass, then top-m runs on
 # the group maxima only.

@@ -81,7 +81,7 @@ class Encoder(ABC):
         Text encoders that pad each batch to its longest input return longest first (by character count, as
         sentence-transformers' ``encode`` sorts), so a batch holds inputs of similar length and little padding is
         computed; :func:`align.features.embed` and :meth:`encode_layers` restore the input order of the outputs.
-        The values can differ from unsorted batching only by padding's rounding (~1e-7 for minilm).
+        The values can differ from unsorted batching only by padding's rounding, in the last float32 bits.
         """
         return None
 
