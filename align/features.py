@@ -12,7 +12,8 @@ Layout of one cache entry (``<cache_dir>/<key[:2]>/<key>/``)::
 
 A kill at any point leaves only whole shard files (each is written to a temporary name and renamed), so a rerun
 skips the finished shards and computes the rest; the merged arrays are byte-identical to an uninterrupted run because
-batch boundaries depend only on ``shard_size`` and ``batch_size``. An entry whose ``meta.json`` is missing, unreadable
+batch boundaries depend only on ``shard_size`` and ``batch_size`` (and, for a text encoder that batches longest
+first, on the texts of the shard itself: see :meth:`~align.encoders.Encoder.batch_order`). An entry whose ``meta.json`` is missing, unreadable
 or whose files fail their size or sha256 check is treated as absent and rebuilt, never read.
 
 Decoding and preprocessing run in DataLoader workers (``num_workers``) so they overlap with the forward pass.
@@ -115,9 +116,30 @@ def cache_key(encoder, dataset, field: str, batch_size: int) -> tuple[str, dict]
         "field": field,
         "batch_size": batch_size,
     }
+    if _sorts_batches(encoder):  # batches of length-sorted rows change the padding
+        desc["batching"] = "encoder order within each shard"
     key = hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
     desc["unialign_version"] = __version__
     return key, desc
+
+
+def _sorts_batches(encoder) -> bool:
+    """Whether ``encoder`` batches in its own order (overrides :meth:`~align.encoders.Encoder.batch_order`)."""
+    from .encoders import Encoder
+
+    own = getattr(type(encoder), "batch_order", None)
+    return own is not None and own is not Encoder.batch_order
+
+
+def _shard_order(encoder, dataset, field: str, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` in the order the encoder batches them (:meth:`Encoder.batch_order`, e.g. longest text
+    first), as absolute row indices; the order depends only on the shard's own rows, so a resumed run batches every
+    shard exactly as an uninterrupted one."""
+    rows = np.arange(start, stop)
+    if not _sorts_batches(encoder):
+        return rows
+    order = encoder.batch_order(dataset.get_many(rows, field))
+    return rows if order is None else rows[np.asarray(order)]
 
 
 def _safe_layer(layer: str) -> str:
@@ -201,6 +223,12 @@ class _Failed:
         raise self.kind(self.message)
 
 
+def _pins_memory(encoder) -> bool:
+    """Batches go to a CUDA device: decoded batches are put in pinned (page-locked) memory by the loader, so the
+    encoder's ``.to(device, non_blocking=True)`` copies them asynchronously."""
+    return str(getattr(encoder, "device", "cpu")).startswith("cuda")
+
+
 def _iter_batches(source: _BatchSource, num_workers: int):
     if num_workers <= 0:
         for b in range(len(source)):
@@ -210,7 +238,7 @@ def _iter_batches(source: _BatchSource, num_workers: int):
 
     loader = torch.utils.data.DataLoader(
         source, batch_size=None, shuffle=False, num_workers=num_workers, prefetch_factor=4,
-        persistent_workers=False, worker_init_fn=_worker_init,
+        persistent_workers=False, worker_init_fn=_worker_init, pin_memory=_pins_memory(source.encoder),
     )
     yield from loader
 
@@ -359,7 +387,8 @@ def _compute_shards(encoder, dataset, field, entry, layers, dims, todo, batch_si
         return
     from ._backend import to_numpy_f32
 
-    batches = [np.arange(s, min(s + batch_size, stop)) for start, stop in todo for s in range(start, stop, batch_size)]
+    orders = [_shard_order(encoder, dataset, field, start, stop) for start, stop in todo]
+    batches = [order[s:s + batch_size] for order in orders for s in range(0, len(order), batch_size)]
     shard_of_batch = [i for i, (start, stop) in enumerate(todo) for _ in range(start, stop, batch_size)]
     source = _BatchSource(dataset, field, encoder, batches)
     bar = None
@@ -385,10 +414,14 @@ def _compute_shards(encoder, dataset, field, entry, layers, dims, todo, batch_si
             bar.update(len(batches[b]))
         last_of_shard = b + 1 == len(batches) or shard_of_batch[b + 1] != shard_of_batch[b]
         if last_of_shard:
-            start, stop = todo[shard_of_batch[b]]
+            i = shard_of_batch[b]
+            start, stop = todo[i]
             for layer in layers:
+                rows = np.concatenate(parts[layer], axis=0)
+                shard = np.empty_like(rows)
+                shard[orders[i] - start] = rows  # back to row order
                 with atomic_write(_shard_path(entry, layer, start, stop)) as f:
-                    np.save(f, np.concatenate(parts[layer], axis=0), allow_pickle=False)
+                    np.save(f, shard, allow_pickle=False)
                 parts[layer] = []
     if bar is not None:
         bar.close()

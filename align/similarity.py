@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from ._similarity._common import check_batch_size, compute_device, validate_pair
+from ._backend import resolve_device
+from ._similarity._common import check_batch_size, validate_pair
 from ._similarity._memory import check_similarity_memory
 from ._similarity._registry import INVARIANCES, SPECS, MetricInfo, bind_params, get_spec
 from ._validation import InputTypeError, check_int, check_rng, is_torch
@@ -258,7 +259,7 @@ def compare(X: Any, Y: Any, metric: str = "linear_cka", *, batch_size: int | Non
     p = bind_params(spec, params)
     batch_size = check_batch_size(batch_size)
     X, Y = validate_pair(X, Y, min_rows=spec.min_rows, metric=metric)
-    dev = compute_device(device, X, Y)
+    dev = _device(device, X, Y)
     check_similarity_memory(metric, X.shape[0], X.shape[1], Y.shape[1], p, batch_size, dev)
     if metric in _BIASED_CKA and X.shape[0] < max(X.shape[1], Y.shape[1]):
         warnings.warn(
@@ -291,7 +292,17 @@ def similarity(X: Any, Y: Any, metric: str = "linear_cka", **params: Any) -> flo
     return compare(X, Y, metric, **params).value
 
 
+def _device(device, X, Y):
+    """The compute device: ``"cpu"`` for numpy inputs without ``device=`` (so that the numpy-only routes, such as
+    linear CKA's moments, never import torch: about a second on a first call), else :func:`resolve_device`."""
+    if device is None and not is_torch(X) and not is_torch(Y):
+        return "cpu"
+    return resolve_device(device, X, Y)
+
+
 def _run(spec, X, Y, device, batch_size, params):
+    if not (is_torch(X) or is_torch(Y)):  # numpy inputs: no autograd graph can be recorded
+        return spec.compute(X, Y, device, batch_size, **params)
     import torch
 
     with torch.no_grad():
@@ -332,7 +343,7 @@ def permutation_null(X: Any, Y: Any, metric: str = "linear_cka", n_permutations:
     gen = check_rng(rng)
     batch_size = check_batch_size(batch_size)
     X, Y = validate_pair(X, Y, min_rows=spec.min_rows, metric=metric)
-    dev = compute_device(device, X, Y)
+    dev = _device(device, X, Y)
     check_similarity_memory(metric, X.shape[0], X.shape[1], Y.shape[1], p, batch_size, dev)
     n, dx = X.shape
     dy = Y.shape[1]

@@ -15,6 +15,7 @@ decoding workers are separate processes, not counted), plus the peak CUDA alloca
     python benchmarks/bench_extraction.py --quick                       # 64 images, 1 repeat
     python benchmarks/bench_extraction.py --n 512 --repeats 3           # the figure in benchmarks/README.md
     python benchmarks/bench_extraction.py --n 512 --device cuda --workers 4
+    python benchmarks/bench_extraction.py --text --n 5000 --threads 1   # minilm vs sentence-transformers encode
 
 Images: ``$UNIALIGN_DATA/imagenet-sample`` when present, else sample photos rendered from scikit-learn's images.
 """
@@ -66,6 +67,53 @@ def _mb(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
 
+def text_vs_sentence_transformers(n: int, batch_size: int, threads: int, rounds: int) -> None:
+    """``embed`` with minilm on the first ``n`` Multi30k train.en captions (``$UNIALIGN_DATA``) against bare
+    ``SentenceTransformer.encode`` on the same texts, batch size and threads: interleaved rounds, medians of CPU
+    and wall time, and the largest difference of the features."""
+    import statistics
+    import time
+
+    import numpy as np
+    import torch
+
+    from align.data import load_dataset
+    from align.encoders import load_encoder
+    from align.features import embed
+
+    torch.set_num_threads(threads)
+    full = load_dataset("multi30k:train.en")
+    texts = [str(t) for t in full.get_many(range(min(n, len(full))), full.default_field)]
+    n = len(texts)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "captions.txt"
+        path.write_text("\n".join(texts) + "\n")
+        ds = load_dataset(f"text:{path}")
+        enc = load_encoder("minilm")
+        st = enc.model  # the same SentenceTransformer object
+        st.encode(texts[:64], batch_size=batch_size)  # warm-up
+        caches = itertools.count()
+        times = {"unialign": [], "st": []}
+        out = {}
+        for _ in range(rounds):
+            for name in ("unialign", "st"):
+                c, w = time.process_time(), time.perf_counter()
+                if name == "unialign":
+                    feats = embed(enc, ds, cache_dir=Path(tmp) / f"c{next(caches)}", batch_size=batch_size)
+                    out[name] = np.asarray(feats.X)
+                else:
+                    out[name] = st.encode(texts, batch_size=batch_size, convert_to_numpy=True)
+                times[name].append((time.process_time() - c, time.perf_counter() - w))
+    med = {k: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v)) for k, v in times.items()}
+    emit(SUITE, benchmark="text", encoder="minilm", texts=f"multi30k:train.en first {n}", n=n,
+         batch_size=batch_size, threads=threads, rounds=rounds,
+         unialign_cpu_s=round(med["unialign"][0], 3), st_cpu_s=round(med["st"][0], 3),
+         unialign_wall_s=round(med["unialign"][1], 3), st_wall_s=round(med["st"][1], 3),
+         throughput_ratio_cpu=round(med["st"][0] / med["unialign"][0], 3),
+         throughput_ratio=round(med["st"][1] / med["unialign"][1], 3),
+         max_abs_diff=float(np.abs(out["unialign"] - out["st"]).max()))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--encoder", default="efficientnet-lite0")
@@ -78,7 +126,13 @@ def main(argv=None) -> int:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="n=64, 1 repeat")
     mode.add_argument("--smoke", action="store_true", help="n=16, batch 8, 1 repeat (the runner's --quick)")
+    mode.add_argument("--text", action="store_true",
+                      help="minilm on --n Multi30k train.en captions vs bare sentence-transformers encode")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds for --text")
     args = p.parse_args(argv)
+    if args.text:
+        text_vs_sentence_transformers(args.n, args.batch_size, args.threads, args.rounds)
+        return 0
     if args.quick:
         args.n, args.repeats = 64, 1
     if args.smoke:

@@ -20,6 +20,7 @@ float64 value. Sizes past what a peer can hold are skipped for that peer and rep
     python benchmarks/bench_similarity.py --full           # growth with n; minutes
     python benchmarks/bench_similarity.py --full --metrics linear_cka rbf_cka --max-kernel-n 20000
     python benchmarks/bench_similarity.py --streaming --n 1000000 --dx 1280 --dy 384 --dir /tmp/bench
+    python benchmarks/bench_similarity.py --speedups        # vs the bare numpy formulas and the previous kNN engine
         # linear CKA streamed from memory-mapped .npy files vs the float64 products it needs
 
 Run with one thread for comparable numbers (``OMP_NUM_THREADS=1``; the script sets torch's threads to match).
@@ -195,6 +196,134 @@ def repsim_cka(X, Y, kernel):
     import repsim
 
     return float(repsim.cka([X.astype(np.float64), Y.astype(np.float64)], kernel, "gretton")[0, 1])
+
+
+# -- bare numpy formulas and the previous kNN engine (issue 16: ours must be at least as fast) -------------------
+
+def numpy_linear_cka_f64(X, Y):
+    """The feature-space formula a user writes: ||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F) on float64 centred copies."""
+    X = X.astype(np.float64)
+    Y = Y.astype(np.float64)
+    X -= X.mean(0)
+    Y -= Y.mean(0)
+    return float(np.linalg.norm(Y.T @ X) ** 2 / (np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y)))
+
+
+def numpy_unbiased_cka_f64(X, Y):
+    """Song et al. (2012, eq. 5) unbiased HSIC for linear kernels, written in feature space in bare numpy (float64,
+    centred): tr(K~L~) = ||X'Y||^2 - sum a b, 1'K~1 = |sum x|^2 - sum a, 1'K~L~1 = (X sx - a)'(Y sy - b), with
+    K~ = XX' with zero diagonal and a, b the squared row norms."""
+    X = X.astype(np.float64)
+    Y = Y.astype(np.float64)
+    X -= X.mean(0)
+    Y -= Y.mean(0)
+    n = X.shape[0]
+    a, b = np.einsum("ij,ij->i", X, X), np.einsum("ij,ij->i", Y, Y)
+    sx, sy = X.sum(0), Y.sum(0)
+    kx, ky = X @ sx - a, Y @ sy - b
+
+    def hsic(cross, a, b, one_k, one_l, kl):
+        return (cross - a @ b + one_k * one_l / ((n - 1) * (n - 2)) - 2.0 * kl / (n - 2)) / (n * (n - 3))
+
+    k1, l1 = sx @ sx - a.sum(), sy @ sy - b.sum()
+    h_xy = hsic(np.linalg.norm(X.T @ Y) ** 2, a, b, k1, l1, kx @ ky)
+    h_xx = hsic(np.linalg.norm(X.T @ X) ** 2, a, a, k1, k1, kx @ kx)
+    h_yy = hsic(np.linalg.norm(Y.T @ Y) ** 2, b, b, l1, l1, ky @ ky)
+    return float(h_xy / np.sqrt(h_xx * h_yy))
+
+
+def _knn_v0(Z, k):
+    """The kNN engine before issue 16 (unialign up to commit 39121f0): float64 row blocks, ``torch.topk``."""
+    import torch
+
+    from align._similarity._kernel import block_rows
+
+    n = Z.shape[0]
+    idx = torch.empty((n, k), dtype=torch.long)
+    val = torch.empty((n, k), dtype=torch.float64)
+    b = block_rows(n, None)
+    for s in range(0, n, b):
+        e = min(n, s + b)
+        S = Z[s:e] @ Z.T
+        r = torch.arange(e - s)
+        S[r, r + s] = -torch.inf
+        v, i = torch.topk(S, k, dim=1)
+        idx[s:e], val[s:e] = i, v
+    return idx, val
+
+
+def mutual_knn_v0(X, Y, k=10):
+    """unialign's mutual k-NN before issue 16 (same checks and normalisation, the float64 engine)."""
+    from align._similarity._neighbors import _features
+
+    ix, _ = _knn_v0(_features(X, "cpu", None, True, "X"), k)
+    iy, _ = _knn_v0(_features(Y, "cpu", None, True, "Y"), k)
+    return float((ix[:, :, None] == iy[:, None, :]).any(2).sum(1).double().mean() / k), (ix, iy)
+
+
+def cknna_v0(X, Y, k=10):
+    """unialign's CKNNA before issue 16: the float64 engine, then the same sparse HSIC as now."""
+    from align._similarity import _neighbors
+
+    def old(Z, kk, batch_size, values=False):
+        return _knn_v0(Z, kk)
+
+    real = _neighbors.knn
+    _neighbors.knn = old  # the metric's own code around the previous engine
+    try:
+        return _neighbors.cknna_value(X, Y, "cpu", k=k, normalize=True, batch_size=None)[0]
+    finally:
+        _neighbors.knn = real
+
+
+def speedups(sizes, rounds=3, knn_sizes=(10000,)):
+    """linear / unbiased CKA against the bare numpy float64 formulas, and mutual k-NN / CKNNA against the previous
+    engine, interleaved in one run (medians of ``rounds`` CPU times)."""
+    import torch
+
+    from align import similarity as sim
+    from align._similarity import _neighbors
+
+    threads = torch.get_num_threads()
+    for n in sizes:
+        X, Y = make_pair(n, 384, 256)
+        for metric, peer_name, peer in (("linear_cka", "numpy_f64", numpy_linear_cka_f64),
+                                        ("unbiased_cka", "numpy_song_f64", numpy_unbiased_cka_f64)):
+            res = interleaved({"unialign": lambda: sim.similarity(X, Y, metric),
+                               peer_name: lambda: peer(X, Y)}, max(rounds, 5))
+            ours, ref = res["unialign"], res[peer_name]
+            emit({"case": "speedup", "metric": metric, "n": n, "dx": 384, "dy": 256, "threads": threads,
+                  "peer": peer_name, "unialign_s": round(ours.cpu_s, 4), "peer_s": round(ref.cpu_s, 4),
+                  "peer_over_unialign": round(ref.cpu_s / ours.cpu_s, 3),
+                  "abs_diff": abs(ours.result - ref.result), "rounds": ours.repeats})
+    for n in knn_sizes:
+        X, Y = make_pair(n, 384, 256)
+        new_sets = []
+
+        def new_mutual():
+            ix = _neighbors.knn(_neighbors._features(X, "cpu", None, True, "X"), 10, None)[0]
+            iy = _neighbors.knn(_neighbors._features(Y, "cpu", None, True, "Y"), 10, None)[0]
+            new_sets[:] = [ix, iy]
+            return sim.mutual_knn(X, Y, k=10)
+
+        res = interleaved({"unialign": lambda: sim.mutual_knn(X, Y, k=10), "v0": lambda: mutual_knn_v0(X, Y)},
+                          rounds)
+        new_mutual()
+        _, (ox, oy) = res["v0"].result
+        same = all(bool((a.sort(1).values == b.sort(1).values).all()) for a, b in zip(new_sets, (ox, oy)))
+        emit({"case": "speedup", "metric": "mutual_knn", "n": n, "dx": 384, "dy": 256, "k": 10, "threads": threads,
+              "peer": "unialign_v0", "unialign_s": round(res["unialign"].cpu_s, 4),
+              "peer_s": round(res["v0"].cpu_s, 4),
+              "peer_over_unialign": round(res["v0"].cpu_s / res["unialign"].cpu_s, 3),
+              "abs_diff": abs(res["unialign"].result - res["v0"].result[0]), "identical_neighbours": same,
+              "rounds": res["unialign"].repeats})
+        res = interleaved({"unialign": lambda: sim.cknna(X, Y, k=10), "v0": lambda: cknna_v0(X, Y)}, rounds)
+        emit({"case": "speedup", "metric": "cknna", "n": n, "dx": 384, "dy": 256, "k": 10, "threads": threads,
+              "peer": "unialign_v0", "unialign_s": round(res["unialign"].cpu_s, 4),
+              "peer_s": round(res["v0"].cpu_s, 4),
+              "peer_over_unialign": round(res["v0"].cpu_s / res["unialign"].cpu_s, 3),
+              "abs_diff": abs(res["unialign"].result - res["v0"].result), "identical_neighbours": same,
+              "rounds": res["unialign"].repeats})
 
 
 # -- data ------------------------------------------------------------------------------------------------------
@@ -419,6 +548,9 @@ def main(argv=None):
     mode.add_argument("--quick", action="store_true", help="a few seconds (default)")
     mode.add_argument("--full", action="store_true", help="growth with n (minutes)")
     mode.add_argument("--streaming", action="store_true", help="memory-mapped linear CKA at large n")
+    mode.add_argument("--speedups", action="store_true",
+                      help="linear / unbiased CKA vs the bare numpy formulas at n = 2k, 10k, 20k and mutual k-NN / "
+                      "CKNNA vs the previous engine at n = 10k (issue 16)")
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dx", type=int, default=1280)
     ap.add_argument("--dy", type=int, default=384)
@@ -437,9 +569,13 @@ def main(argv=None):
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     emit({"python": sys.version.split()[0], "torch": torch.__version__, "threads": torch.get_num_threads(),
-          "mode": "streaming" if args.streaming else "full" if args.full else "quick"})
+          "mode": "streaming" if args.streaming else "speedups" if args.speedups else "full" if args.full
+          else "quick"})
     if args.streaming:
         streaming(args.n, args.dx, args.dy, args.dir)
+        return
+    if args.speedups:
+        speedups(args.sizes or [2000, 10000, 20000])
         return
     run_suite(quick=not args.full, max_kernel_n=args.max_kernel_n, kernel_n=args.kernel_n, metrics=args.metrics,
               sizes=args.sizes)

@@ -35,6 +35,7 @@ def rows_per_chunk(width: int, batch_size: int | None, *, copies: int = 2) -> in
 
 
 def _from_numpy(a: np.ndarray):
+    """``a`` as a CPU tensor sharing its memory (a read-only memmap too, without torch's warning)."""
     import torch
 
     a = np.ascontiguousarray(a)
@@ -112,16 +113,23 @@ class RowChecks:
         self.constant = True
         self.largest = 0.0
 
-    def update(self, c, start: int, stop: int) -> None:
-        total = c.sum(dtype=_torch_f64()) if is_torch(c) else c.sum(dtype=np.float64)
-        if not math.isfinite(float(total)):
-            self._nonfinite(c, start, stop)
+    def update(self, c, start: int, stop: int, *, finite: bool = True, scale: bool = True) -> None:
+        """Check rows ``start:stop`` (``c``). ``finite=False``: the caller has checked them (e.g. from a sum it
+        needed anyway, calling :meth:`nonfinite` when that sum is not finite); ``scale=False``: the source dtype
+        cannot leave the magnitude range (:func:`scale_bounded`)."""
+        if finite:
+            total = c.sum(dtype=_torch_f64()) if is_torch(c) else c.sum(dtype=np.float64)
+            if not math.isfinite(float(total)):
+                self.nonfinite(c, start, stop)
         if c.shape[0] == 0:
             return
-        largest = float(c.abs().max()) if is_torch(c) else max(float(c.max()), -float(c.min()))
-        if largest > MAX_SCALE:
-            raise self._scale_error(largest)
-        self.largest = max(self.largest, largest)
+        if scale:
+            largest = float(c.abs().max()) if is_torch(c) else max(float(c.max()), -float(c.min()))
+            if not math.isfinite(largest):
+                self.nonfinite(c, start, stop)
+            if largest > MAX_SCALE:
+                raise self._scale_error(largest)
+            self.largest = max(self.largest, largest)
         if self.constant:
             if self.first is None:
                 self.first = c[0].clone() if is_torch(c) else c[0].copy()
@@ -142,7 +150,8 @@ class RowChecks:
             "(every metric but rbf_cka with a fixed sigma is invariant to that)"
         )
 
-    def _nonfinite(self, c, start: int, stop: int) -> None:
+    def nonfinite(self, c, start: int, stop: int) -> None:
+        """Raise for non-finite rows ``start:stop`` (``c``), naming the first bad row."""
         bad = ~(c.isfinite() if is_torch(c) else np.isfinite(c)).all(1)
         rows = (bad.nonzero()[0] if not is_torch(bad) else bad.nonzero()[:, 0])
         if len(rows):
@@ -154,6 +163,14 @@ class RowChecks:
             f"`{self.name}` has values too large to sum in float64 (rows {start}..{stop - 1} overflow); "
             "rescale the features (e.g. divide by their largest absolute value)"
         )
+
+
+def scale_bounded(X: Any) -> bool:
+    """True when ``X``'s dtype cannot hold a nonzero magnitude outside ``[MIN_SCALE, MAX_SCALE]``: float32 / float16
+    / bfloat16 (largest finite ~3.4e38, smallest subnormal ~1e-45) and integers, so the per-chunk max / min pass of
+    :class:`RowChecks` can be skipped for them."""
+    name = str(getattr(X, "dtype", "float64")).replace("torch.", "")
+    return name in ("float32", "float16", "bfloat16") or name.startswith(("int", "uint", "bool"))
 
 
 def check_finite_chunk(chunk, name: str, start: int, stop: int) -> None:
@@ -212,12 +229,16 @@ def check_batch_size(batch_size: Any, *, min_value: int = 1) -> int | None:
     return check_int("batch_size", batch_size, min_value=min_value)
 
 
-def compute_device(device: Any, X: Any, Y: Any):
-    """``device`` (default: the inputs' device, CPU for numpy) as a ``torch.device``; unknown or absent devices are
-    a ``ValueError`` naming the fix."""
-    from .._backend import resolve_device
-
-    return resolve_device(device, X, Y)
+def cka_ratio(h_xy: float, h_xx: float, h_yy: float) -> float:
+    """HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)); a non-positive self term (possible for the unbiased estimator on
+    tiny samples) is an error, not a NaN."""
+    if not (h_xx > 0 and h_yy > 0):
+        raise ValueError(
+            "the HSIC of a representation with itself is not positive "
+            f"(HSIC(X, X) = {h_xx:.3g}, HSIC(Y, Y) = {h_yy:.3g}); CKA is undefined here. This happens for the "
+            "unbiased estimator on very few items: use more rows or the biased estimator (linear_cka)"
+        )
+    return h_xy / math.sqrt(h_xx * h_yy)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -249,9 +270,8 @@ class _NumpyOps:
 
     @staticmethod
     def tensor(a):
-        import torch
-
-        return torch.from_numpy(np.asarray(a))
+        """On CPU the moments stay numpy arrays (no torch import for the numpy-only routes)."""
+        return np.asarray(a)
 
     @staticmethod
     def wrap(t):

@@ -48,8 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import iter_chunks, load64, ops_for
-from ._moments import cka_ratio
+from ._common import cka_ratio, iter_chunks, load64, ops_for
 
 # Bytes of one block of kernel rows held at once by the row-block engines (k-NN, RSA) and the refinement fallback.
 BLOCK_BYTES = 128 * 2**20

@@ -22,7 +22,7 @@ def check_similarity_memory(metric: str, n: int, dx: int, dy: int, params: dict,
     from . import _kernel
     from ._registry import features_route
 
-    block_bytes = getattr(_kernel, "BLOCK_BYTES", 128 * 2**20)  # the Gram routes' block budget
+    block_bytes = _kernel.BLOCK_BYTES  # the Gram routes' block budget
 
     n, dx, dy = int(n), int(dx), int(dy)
     moments = 8.0 * (dx * dx + dy * dy + dx * dy)

@@ -13,8 +13,8 @@ fourth-order sums :math:`\\sum_i \\|x_i'\\|^2 x_i'` etc. Cost :math:`O(n (d_x^2 
 """
 from __future__ import annotations
 
-import itertools
 import math
+import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,11 +22,17 @@ import numpy as np
 
 from ._common import (
     RowChecks,
+    _from_numpy as from_numpy,
+    cka_ratio,
     constant_error,
     iter_chunks,
     ops_for,
     rows_per_chunk,
+    scale_bounded,
 )
+
+# Rows whose mean is the shift c of the moments (see the module docstring): the first SHIFT_ROWS of the first chunk.
+SHIFT_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,8 @@ def accumulate(
     dy = Y.shape[1]
     rows = rows_per_chunk(dx + dy, batch_size, copies=2)
     cross_only = base is not None
+    if ops.is_numpy and not cross_only:
+        return _accumulate_numpy(X, Y, ops, rows, higher)
     if cross_only:
         cx, cy = ops.wrap(base.shift_x), ops.wrap(base.shift_y)
     else:
@@ -115,29 +123,14 @@ def accumulate(
             checks[1].update(yb, s, e)
         if cx is None:
             cx, cy = xb.mean(0, dtype=ops.f64), yb.mean(0, dtype=ops.f64)
-        if ops.is_numpy and not cross_only:
-            # both centred chunks side by side in one float64 buffer W = [x' y']: one syrk W'W gives X'X, Y'Y and
-            # X'Y at once (a larger, faster BLAS call than three)
-            W = np.empty((e - s, dx + dy))
-            np.subtract(xb, cx, out=W[:, :dx])
-            np.subtract(yb, cy, out=W[:, dx:])
-            xb, yb = W[:, :dx], W[:, dx:]
-            G = W.T @ W
-            sxx += G[:dx, :dx]
-            syy += G[dx:, dx:]
-            sxy += G[:dx, dx:]
-            col = W.sum(0)
-            sx += col[:dx]
-            sy += col[dx:]
-        else:
-            xb = xb - cx  # float64 (promoted), centred
-            yb = yb - cy
-            sxy += xb.T @ yb
-            if not cross_only:
-                sx += xb.sum(0)
-                sy += yb.sum(0)
-                sxx += xb.T @ xb
-                syy += yb.T @ yb
+        xb = xb - cx  # float64 (promoted), centred
+        yb = yb - cy
+        sxy += xb.T @ yb
+        if not cross_only:
+            sx += xb.sum(0)
+            sy += yb.sum(0)
+            sxx += xb.T @ xb
+            syy += yb.T @ yb
         if higher:
             a = (xb * xb).sum(1)
             b = (yb * yb).sum(1)
@@ -155,7 +148,7 @@ def accumulate(
     if not cross_only:
         checks[0].finish(allow_constant=True)  # constancy is reported by the metric that needs it
         checks[1].finish(allow_constant=True)
-    t = ops.tensor  # the Moments hold torch tensors (zero-copy from numpy)
+    t = ops.tensor  # numpy arrays on CPU, torch tensors elsewhere
     if cross_only:
         extra = {"sab": sab, "ux": t(ux), "uy": t(uy)} if higher else {}
         return replace(base, sxy=t(sxy), **extra)
@@ -163,6 +156,79 @@ def accumulate(
               "uy": t(uy)} if higher else {})
     return Moments(
         n=n, shift_x=t(cx), shift_y=t(cy), sx=t(sx), sy=t(sy), sxx=t(sxx), syy=t(syy), sxy=t(sxy),
+        constant_x=checks[0].constant, constant_y=checks[1].constant, **extra,
+    )
+
+
+def _accumulate_numpy(X: Any, Y: Any, ops, rows: int, higher: bool) -> Moments:
+    """:func:`accumulate` on CPU: every moment from one BLAS ``syrk`` per chunk.
+
+    Each chunk is centred (and converted to float64 in the same pass) into one reused buffer
+    ``W = [x' | y' | a | b | 1]`` (``a``, ``b`` the squared row norms, only for the unbiased HSIC), and ``W'W``
+    holds :math:`S_{xx}, S_{yy}, S_{xy}` and, in its last rows, the column sums, :math:`\\sum a_i x'_i` etc.: one
+    symmetric product (half the multiply-adds of a general one) and no other pass over the chunk. A NaN or inf
+    in the chunk makes the row of column sums non-finite, so finiteness costs nothing more; the magnitude check is
+    skipped for dtypes that cannot leave its range (float32 and narrower, integers).
+    """
+    n, dx = X.shape
+    dy = Y.shape[1]
+    ia, ib = dx + dy, dx + dy + 1  # columns of a and b (higher only); the last column is all ones
+    width = dx + dy + (3 if higher else 1)
+    rows = max(1, min(rows, n))
+    torch = sys.modules.get("torch")  # its cast-copy is faster than numpy's mixed-type loop; never imported for it
+    buf = np.empty((rows, width))
+    buf_t = torch.from_numpy(buf) if torch is not None else None
+    buf[:, -1] = 1.0
+    G = None  # the sum of the chunks' W'W (the first chunk's own buffer: no copy for a single chunk)
+    g = np.empty((width, width))
+    checks = RowChecks("X"), RowChecks("Y")
+    scale = not scale_bounded(X), not scale_bounded(Y)
+    cx = cy = None
+    for s, e in iter_chunks(n, rows):
+        xb, yb = ops.chunk(X, s, e), ops.chunk(Y, s, e)
+        checks[0].update(xb, s, e, finite=False, scale=scale[0])
+        checks[1].update(yb, s, e, finite=False, scale=scale[1])
+        if cx is None:  # the shift: mean of the first rows (enough to keep the centring correction exact)
+            head = min(e - s, SHIFT_ROWS)
+            cx, cy = xb[:head].mean(0, dtype=np.float64), yb[:head].mean(0, dtype=np.float64)
+            if torch is not None:
+                cxt, cyt = torch.from_numpy(cx), torch.from_numpy(cy)
+        W = buf[: e - s]
+        if torch is not None:  # convert and centre in place; the same IEEE operations either way
+            Wt = buf_t[: e - s]
+            Wt[:, :dx].copy_(from_numpy(xb)).sub_(cxt)
+            Wt[:, dx:dx + dy].copy_(from_numpy(yb)).sub_(cyt)
+        else:
+            np.subtract(xb, cx, out=W[:, :dx])
+            np.subtract(yb, cy, out=W[:, dx:dx + dy])
+        if higher:
+            np.einsum("ij,ij->i", W[:, :dx], W[:, :dx], out=W[:, ia])
+            np.einsum("ij,ij->i", W[:, dx:dx + dy], W[:, dx:dx + dy], out=W[:, ib])
+        np.matmul(W.T, W, out=g)
+        sums = g[-1]
+        if not np.isfinite(sums).all():
+            for k, (c, lo, hi) in enumerate(((xb, 0, dx), (yb, dx, dx + dy))):
+                if not np.isfinite(sums[lo:hi]).all():
+                    checks[k].nonfinite(c, s, e)
+            raise ValueError(  # finite inputs whose fourth-order sums overflow
+                "the features are too large for float64 fourth-order sums; rescale them (e.g. divide by their "
+                "largest absolute value)")
+        if G is None:
+            G, g = g, (np.empty((width, width)) if e < n else None)
+        else:
+            G += g
+    checks[0].finish(allow_constant=True)  # constancy is reported by the metric that needs it
+    checks[1].finish(allow_constant=True)
+    t = ops.tensor  # numpy views of G's blocks
+    sums = G[-1]
+    extra = {}
+    if higher:
+        extra = {"sa": float(sums[ia]), "sb": float(sums[ib]), "saa": float(G[ia, ia]), "sbb": float(G[ib, ib]),
+                 "sab": float(G[ia, ib]), "qx": t(G[:dx, ia]), "qy": t(G[dx:dx + dy, ib]),
+                 "ux": t(G[:dx, ib]), "uy": t(G[dx:dx + dy, ia])}
+    return Moments(
+        n=n, shift_x=t(cx), shift_y=t(cy), sx=t(sums[:dx]), sy=t(sums[dx:dx + dy]),
+        sxx=t(G[:dx, :dx]), syy=t(G[dx:dx + dy, dx:dx + dy]), sxy=t(G[:dx, dx:dx + dy]),
         constant_x=checks[0].constant, constant_y=checks[1].constant, **extra,
     )
 
@@ -182,8 +248,18 @@ def _check_not_constant(m: Moments) -> None:
 def linear_cka_from_moments(m: Moments) -> tuple[float, dict]:
     """:math:`\\|C_{xy}\\|_F^2 / (\\|C_{xx}\\|_F \\|C_{yy}\\|_F)` (Kornblith et al. 2019, eq. for linear CKA)."""
     _check_not_constant(m)
-    num = float((m.cxy ** 2).sum())
-    den = math.sqrt(float((m.cxx ** 2).sum()) * float((m.cyy ** 2).sum()))
+
+    def sq(s, a, b):  # ||s - a b' / n||_F^2
+        if isinstance(s, np.ndarray):
+            c = s - np.multiply.outer(a, b) / m.n
+            return float(np.vdot(c, c))
+        import torch
+
+        c = torch.addr(s, a, b, alpha=-1.0 / m.n)  # in place of a temporary outer product
+        return float(torch.dot(c.reshape(-1), c.reshape(-1)))
+
+    num = sq(m.sxy, m.sx, m.sy)
+    den = math.sqrt(sq(m.sxx, m.sx, m.sx) * sq(m.syy, m.sy, m.sy))
     return num / den, {"kernel": "linear", "estimator": "biased", "route": "features"}
 
 
@@ -212,16 +288,14 @@ def unbiased_cka_from_moments(m: Moments) -> tuple[float, dict]:
     return cka_ratio(h_xy, h_xx, h_yy), {"kernel": "linear", "estimator": "unbiased", "route": "features"}
 
 
-def cka_ratio(h_xy: float, h_xx: float, h_yy: float) -> float:
-    """HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)); a non-positive self term (possible for the unbiased estimator on
-    tiny samples) is an error, not a NaN."""
-    if not (h_xx > 0 and h_yy > 0):
-        raise ValueError(
-            "the HSIC of a representation with itself is not positive "
-            f"(HSIC(X, X) = {h_xx:.3g}, HSIC(Y, Y) = {h_yy:.3g}); CKA is undefined here. This happens for the "
-            "unbiased estimator on very few items: use more rows or the biased estimator (linear_cka)"
-        )
-    return h_xy / math.sqrt(h_xx * h_yy)
+def _as_torch(m: Moments) -> Moments:
+    """``m`` with torch tensors (CCA and Procrustes decompose the moments with ``torch.linalg``)."""
+    import torch
+
+    if not isinstance(m.sxx, np.ndarray):
+        return m
+    conv = {f: torch.from_numpy(np.ascontiguousarray(v)) for f, v in vars(m).items() if isinstance(v, np.ndarray)}
+    return replace(m, **conv)
 
 
 def _whitener(c, *, variance: float | None, n_components: int | None, rtol: float, name: str):
@@ -252,6 +326,8 @@ def _whitener(c, *, variance: float | None, n_components: int | None, rtol: floa
 def _cca(m: Moments, *, variance, n_components, rtol):
     import torch
 
+    m = _as_torch(m)
+
     tx, kx, rx = _whitener(m.cxx, variance=variance, n_components=n_components, rtol=rtol, name="X")
     ty, ky, ry = _whitener(m.cyy, variance=variance, n_components=n_components, rtol=rtol, name="Y")
     if max(kx, ky) >= m.n - 1:
@@ -279,6 +355,7 @@ def svcca_from_moments(m: Moments, *, variance: float = 0.99, n_components: int 
 def pwcca_from_moments(m: Moments, *, rtol: float = 1e-10) -> tuple[float, dict]:
     """Projection-weighted CCA (Morcos et al. 2018) from moments."""
     _check_not_constant(m)
+    m = _as_torch(m)
     tx, ty, u, rho, vh, kx, ky, _, _ = _cca(m, variance=None, n_components=None, rtol=rtol)
     r = rho.numel()
     if kx <= ky:  # Morcos et al. weight the side with fewer (non-degenerate) dimensions; X on a tie
@@ -296,6 +373,7 @@ def procrustes_from_moments(m: Moments, *, form: str = "angular") -> tuple[float
     import torch
 
     _check_not_constant(m)
+    m = _as_torch(m)
     nuc = float(torch.linalg.svdvals(m.cxy).sum())
     nx, ny = float(torch.trace(m.cxx)), float(torch.trace(m.cyy))
     return procrustes_value(nuc / math.sqrt(nx * ny), form), {"form": form, "route": "features"}
@@ -306,42 +384,3 @@ def procrustes_value(cos: float, form: str) -> float:
     if form == "angular":
         return math.acos(cos)
     return math.sqrt(max(0.0, 2.0 - 2.0 * cos))
-
-
-def minibatch_cka_value(X, Y, device, *, batch_size: int, rng, dx_dy: tuple[int, int]) -> tuple[float, dict]:
-    """Minibatch CKA (Nguyen, Raghu & Kornblith 2021): unbiased HSIC averaged over minibatches,
-
-    .. math::
-        \\mathrm{CKA}_{mb} = \\frac{\\frac1k \\sum_b \\mathrm{HSIC}_1(K_b, L_b)}
-        {\\sqrt{\\frac1k \\sum_b \\mathrm{HSIC}_1(K_b, K_b) \\cdot \\frac1k \\sum_b \\mathrm{HSIC}_1(L_b, L_b)}}.
-
-    Batches are consecutive rows (so a memory-mapped file is read sequentially) unless ``rng`` is given, which
-    shuffles the rows first. ``n // batch_size`` batches of near-equal size, each at least ``batch_size`` rows,
-    so no batch is too small for the unbiased estimator.
-    """
-    from ._common import load64
-    from ._kernel import linear_gram_sums
-
-    n = X.shape[0]
-    n_batches = max(1, n // batch_size)
-    order = np.arange(n) if rng is None else rng.permutation(n)
-    bounds = np.linspace(0, n, n_batches + 1).round().astype(int)
-    dx, dy = dx_dy
-    sums = np.zeros(3)
-    checks = {"X": RowChecks("X"), "Y": RowChecks("Y")}
-    for s, e in itertools.pairwise(bounds):
-        rows = slice(s, e) if rng is None else order[s:e]
-        b = e - s
-        zx, zy = load64(X[rows], device), load64(Y[rows], device)
-        checks["X"].update(zx, s, e)
-        checks["Y"].update(zy, s, e)
-        if b * (dx + dy) < dx * dx + dy * dy + dx * dy:  # the Gram route is cheaper for this batch
-            zx -= zx.mean(0)
-            zy -= zy.mean(0)
-            sums += linear_gram_sums(zx, zy, None).hsic_unbiased()
-        else:
-            sums += _hsic_u_terms(accumulate(zx, zy, device, higher=True))
-    checks["X"].finish()
-    checks["Y"].finish()
-    return cka_ratio(*sums), {"kernel": "linear", "estimator": "unbiased",
-                              "n_batches": int(n_batches), "shuffled": rng is not None}

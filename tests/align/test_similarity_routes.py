@@ -190,3 +190,96 @@ def test_the_torch_code_path_used_off_cpu_gives_the_same_values(monkeypatch):
     assert median == pytest.approx(np.median(squareform(pdist(Z.numpy(), "sqeuclidean"))), rel=1e-13)
     assert _kernel.median_sq_distance_tiled(Z, sq, torch_ops, 64, low_precision=True)[0] == pytest.approx(median,
                                                                                                         rel=1e-13)
+
+
+def _song_unbiased_gram(X, Y):
+    """Song et al. (2012) unbiased HSIC on whole float64 Gram matrices with zero diagonals: the naive reference."""
+    def hsic(K, L):
+        n = K.shape[0]
+        K, L = K.copy(), L.copy()
+        np.fill_diagonal(K, 0.0)
+        np.fill_diagonal(L, 0.0)
+        one = np.ones(n)
+        return (np.sum(K * L.T) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
+                - 2.0 * (one @ K @ L @ one) / (n - 2)) / (n * (n - 3))
+
+    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+    K, L = X @ X.T, Y @ Y.T
+    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
+
+
+@pytest.mark.parametrize("batch_size", [None, 7, 64, 999])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunked_moments_equal_the_naive_formulas_at_sizes_that_do_not_divide_the_chunk(batch_size, dtype):
+    # n = 331 rows: 7 and 64 leave a ragged last chunk, 999 is one chunk larger than n; d_x + d_y < n (features route)
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(331, 9)) + 5.0).astype(dtype)
+    Y = (X[:, :6] @ rng.normal(size=(6, 5)) + rng.normal(size=(331, 5))).astype(dtype)
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    Xc, Yc = X64 - X64.mean(0), Y64 - Y64.mean(0)
+    linear = np.linalg.norm(Yc.T @ Xc) ** 2 / (np.linalg.norm(Xc.T @ Xc) * np.linalg.norm(Yc.T @ Yc))
+    r = sim.compare(X, Y, "linear_cka", batch_size=batch_size)
+    assert r.settings["route"] == "features"
+    assert abs(r.value - linear) < 1e-12
+    u = sim.compare(X, Y, "unbiased_cka", batch_size=batch_size)
+    assert u.settings["route"] == "features"
+    assert abs(u.value - _song_unbiased_gram(X, Y)) < 1e-12
+
+
+def _neighbour_sets(idx):
+    return np.sort(np.asarray(idx), axis=1)
+
+
+@pytest.mark.parametrize("batch_size", [None, 650, 37])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_float32_knn_with_planted_ties_has_the_float64_neighbours(batch_size, normalize):
+    """Duplicated rows plant exact ties at the k-th neighbour (and float32-only near-ties by tiny offsets): the
+    float32 blocks with float64 re-checks must give the float64 engine's neighbour sets; block sizes that do not
+    divide n (n = 2,101; 650 and 37 rows), the group filter of ``_top`` with a ragged tail, and plain top-k."""
+    from align._similarity import _neighbors
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(1200, 24))
+    X = np.concatenate([base, base[:600], base[:301] + 1e-9 * rng.normal(size=(301, 24))])  # n = 2,101
+    Z = torch.from_numpy(X)
+    if normalize:
+        Z = Z / Z.norm(dim=1, keepdim=True)
+    for k in (1, 4, 10):
+        idx, val = _neighbors.knn(Z, k, batch_size, values=True)
+        ref_idx, ref_val = _neighbors.knn_float64(Z, k, batch_size)
+        np.testing.assert_array_equal(_neighbour_sets(idx), _neighbour_sets(ref_idx))
+        np.testing.assert_allclose(np.sort(val.numpy(), 1), np.sort(ref_val.numpy(), 1), rtol=0, atol=1e-12)
+        S = (Z @ Z.T).numpy()
+        np.fill_diagonal(S, -np.inf)
+        kth = np.sort(S, 1)[:, -k]
+        assert (np.take_along_axis(S, idx.numpy(), 1) >= kth[:, None] - 1e-12).all()  # truly the k largest
+
+
+def test_knn_metrics_equal_their_float64_engine(monkeypatch):
+    from align._similarity import _neighbors
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(700, 40)).astype(np.float32)
+    Y = (X[:, :20] + 0.3 * rng.normal(size=(700, 20))).astype(np.float32)
+    X[600:] = X[:100]  # duplicated items: exact ties
+    fast = {m: sim.similarity(X, Y, m, k=7) for m in ("mutual_knn", "cknna", "cycle_knn")}
+    monkeypatch.setattr(_neighbors, "knn", lambda Z, k, b, values=False: _neighbors.knn_float64(Z, k, b))
+    for m, v in fast.items():
+        assert abs(sim.similarity(X, Y, m, k=7) - v) < 1e-12, m
+
+
+def test_linear_and_unbiased_cka_on_numpy_never_import_torch():
+    """torch costs about a second to import; the numpy moments route of linear / unbiased CKA does not need it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, numpy as np\n"
+            "from align import similarity as sim\n"
+            "X = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)\n"
+            "Y = X[:, :4] + 0.1\n"
+            "sim.linear_cka(X, Y); sim.unbiased_cka(X, Y)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root,
+                   env={**__import__("os").environ, "PYTHONPATH": str(root)})
