@@ -14,6 +14,10 @@ Sections (each prints JSON lines to stdout, one per measurement; ``--out FILE`` 
                graspologic peer repeats inside its own process): medians of CPU time in ``*_s`` and the ratios,
                every round in ``*_times``, peak resident memory per implementation in ``*_peak_mb``. The inputs and
                rng are the same in every round, so an accuracy that differs between rounds raises.
+``faq-speed``  issue 16's grid: ours vs scipy's FAQ at n = 100, 300, 500, 1,000, 20 restarts and one start, 10%
+               known pairs, features and graphs, interleaved rounds (``--repeats``, default 3), CPU-time medians,
+               accuracy, objective and peak memory of each call.
+``lap``        the LAP step alone on FAQ's gradients: scipy's ``linear_sum_assignment`` vs LAPJV (lapx).
 ``local-cka``  vectorised local CKA vs the loop over pairs (the paper's implementation), 320 base + 500 query.
 ``real``       every method on real paired features (row i of --x and --y is the same item), the protocol of
                Maniparambil et al.: n_seeds known pairs + n_query hidden items, mean ± std over splits.
@@ -307,6 +311,137 @@ def _rounds(calls: dict, repeats: int, acc, case: str) -> tuple[dict, dict]:
     return rows, extra
 
 
+
+def _speed_problem(family: str, n: int, rho: float, seed: int):
+    rng = np.random.default_rng([seed, n, int(rho * 100), 16])
+    if family == "features":
+        X, Y, perm = feature_problem(n, rho, rng)
+        A = matching.kernel_matrix(X, "cosine").numpy()
+        B = matching.kernel_matrix(Y, "cosine").numpy()
+        return X, Y, A, B, perm
+    A, B, perm = graph_problem(n, rho, rng)
+    return None, None, A, B, perm
+
+
+def bench_faq_speed(sizes: list[int] | None, restarts: int | None, rhos: list[float] | None, seed: int,
+                    repeats: int | None, quick: bool, threads: int) -> None:
+    """Issue 16's grid: ours vs scipy's ``quadratic_assignment(method="faq")``, best of R restarts (barycenter
+    first, then ``P0="randomized"``), 10% known pairs, features (centred cosine kernels; ours from the features, as
+    ``match`` runs it, and on the same kernels as scipy) and correlated Erdős–Rényi graphs (p = 0.3), plus one
+    start at every n. Interleaved rounds in this process, medians of CPU seconds, each call's peak resident memory
+    (``_harness.measure``), accuracy over the hidden items and the objective :math:`\sum A_{ik} B_{p_i p_k}` of
+    each answer (the same inputs and rng every round, so both are the same every round)."""
+    from benchmarks._harness import measure
+
+    sizes = sizes or ([100] if quick else [100, 300, 500, 1000])
+    rhos = rhos or [0.8]
+    reps = repeats or (1 if quick else 3)
+    X, Y, A, B, perm = _speed_problem("features", 60, 0.9, seed)  # warm-up: first-call costs stay out
+    s = np.stack([np.arange(6), perm[:6]], 1)
+    matching.faq(A, B, s, n_init=2, rng=0)
+    matching.match(X, Y, "faq", s, n_init=2, rng=0, kernel="cosine", low_rank="auto")
+    scipy_faq(A, B, s, 2, np.random.default_rng(0))
+    same = dict(max_iter=30, tol=0.03, init="auto", two_opt=False, transport=False)
+    for family in ("features", "graphs"):
+        for n in sizes:
+            for R in sorted({1, restarts or (2 if quick else 20)}):
+                for rho in rhos:
+                    X, Y, A, B, perm = _speed_problem(family, n, rho, seed)
+                    k = n // 10
+                    seeds = np.stack([np.arange(k), perm[:k]], axis=1)
+                    free = np.arange(k, n)
+                    calls = {"scipy": lambda: scipy_faq(A, B, seeds, R, np.random.default_rng(seed))}
+                    if family == "features":
+                        calls["ours"] = lambda: matching.match(X, Y, "faq", seeds, rng=seed, n_init=R,
+                                                               kernel="cosine", low_rank="auto", **same).col_ind
+                    calls["ours_kernels" if family == "features" else "ours"] = lambda: matching.faq(
+                        A, B, seeds, n_init=R, rng=seed, **same).col_ind
+                    seen = {name: dict(cpu=[], peak=[], col=None) for name in calls}
+                    for _ in range(reps):
+                        for name, fn in calls.items():
+                            m = measure(fn, repeats=1, warmup=0)
+                            seen[name]["cpu"].append(m.cpu_s)
+                            seen[name]["peak"].append(m.peak_mb)
+                            col = np.asarray(m.result)
+                            if seen[name]["col"] is not None and not np.array_equal(col, seen[name]["col"]):
+                                raise RuntimeError(f"faq-speed {family} n={n}: {name} changed between rounds")
+                            seen[name]["col"] = col
+                    row = dict(section="faq_speed", family=family, n=n, rho=rho, n_seeds=k, restarts=R,
+                               repeats=reps, threads=threads)
+                    for name, v in seen.items():
+                        col = v["col"]
+                        row[f"{name}_s"] = round(statistics.median(v["cpu"]), 4)
+                        row[f"{name}_acc"] = round(float(np.mean(col[free] == perm[free])), 4)
+                        row[f"{name}_obj"] = float((A * B[col][:, col]).sum())
+                        peaks = [p for p in v["peak"] if p is not None]
+                        row[f"{name}_peak_mb"] = round(max(peaks), 1) if peaks else None
+                    for name in calls:
+                        if name != "scipy":
+                            row[f"scipy_over_{name}"] = round(row["scipy_s"] / row[f"{name}_s"], 2)
+                            row[f"{name}_obj_minus_scipy"] = row[f"{name}_obj"] - row["scipy_obj"]
+                    if row["ours_peak_mb"] and row["scipy_peak_mb"]:
+                        row["ours_peak_over_scipy"] = round(row["ours_peak_mb"] / row["scipy_peak_mb"], 2)
+                    row["ours_times"] = [round(t, 4) for t in seen["ours"]["cpu"]]
+                    row["scipy_times"] = [round(t, 4) for t in seen["scipy"]["cpu"]]
+                    record(interval=False, **row)
+
+
+def bench_lap(sizes: list[int] | None, seed: int, quick: bool) -> None:
+    """The LAP step alone: scipy's ``linear_sum_assignment`` vs LAPJV (``lap.lapjvx`` / ``lap.lapjv`` of the lapx
+    package) on the gradients FAQ produces (captured from ``matching.faq`` runs, 5 restarts, every gradient that
+    needed a LAP), CPU seconds per call, and how often the two return different (equally optimal) assignments."""
+    import matching._faq as F
+
+    try:
+        import lap
+    except ImportError:
+        record(section="lap", status="skipped", note="lapx is not installed (pip install lapx)")
+        return
+    sizes = sizes or ([100] if quick else [100, 300, 500, 1000])
+    for family in ("features", "graphs"):
+        for n in sizes:
+            X, Y, A, B, perm = _speed_problem(family, n, 0.8, seed)
+            k = n // 10
+            seeds = np.stack([np.arange(k), perm[:k]], axis=1)
+            grads = []
+            orig = F._solve_min
+
+            def spy(cost, solver, projection=False):
+                if not projection:
+                    grads.append(np.array(cost))
+                return orig(cost, solver, projection)
+
+            F._solve_min = spy
+            try:
+                matching.faq(A, B, seeds, n_init=5, rng=seed, lap_solver="scipy")
+            finally:
+                F._solve_min = orig
+            grads = grads[:20]
+            if not grads:
+                record(section="lap", family=family, n=n, calls=0)
+                continue
+            times = {"scipy": [], "lapjvx": [], "lapjv": []}
+            differ = unequal_value = 0
+            for G in grads:
+                t = time.process_time()
+                c0 = linear_sum_assignment(G)[1]
+                times["scipy"].append(time.process_time() - t)
+                t = time.process_time()
+                c1 = lap.lapjvx(G, return_cost=False)[1]
+                times["lapjvx"].append(time.process_time() - t)
+                t = time.process_time()
+                lap.lapjv(G, return_cost=False)
+                times["lapjv"].append(time.process_time() - t)
+                differ += not np.array_equal(c0, c1)
+                v0, v1 = G[np.arange(len(G)), c0].sum(), G[np.arange(len(G)), c1].sum()
+                unequal_value += not abs(v0 - v1) <= 1e-9 * max(abs(v0), 1.0)
+            ms = {name: statistics.median(v) * 1e3 for name, v in times.items()}
+            record(section="lap", family=family, n=n, m=n - k, calls=len(grads),
+                   **{f"{name}_ms": round(v, 4) for name, v in ms.items()},
+                   scipy_over_lapjvx=round(ms["scipy"] / ms["lapjvx"], 2),
+                   differ=differ, unequal_value=unequal_value)
+
+
 def bench_local_cka(quick: bool, seed: int, naive_rows: int | None) -> None:
     import torch
 
@@ -376,7 +511,7 @@ def bench_real(x: str, y: str, quick: bool, n_seeds: int, n_query: int, splits: 
 def main(argv=None) -> None:
     global OUT
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("section", choices=["faq", "local-cka", "real", "all"])
+    ap.add_argument("section", choices=["faq", "faq-speed", "lap", "local-cka", "real", "all"])
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="seconds; for CI")
     mode.add_argument("--full", action="store_true", help="the grid in benchmarks/README.md")
@@ -417,6 +552,10 @@ def main(argv=None) -> None:
         bench_faq(quick, args.restarts, args.sizes, args.rhos, args.seed, args.peers_max_n, args.pot_max_n,
                   args.graspologic_python, args.threads, args.goat_restarts, args.graspologic_default_max_n,
                   args.goat_max_n, args.repeats)
+    if args.section == "faq-speed":
+        bench_faq_speed(args.sizes, args.restarts, args.rhos, args.seed, args.repeats, quick, args.threads)
+    if args.section == "lap":
+        bench_lap(args.sizes, args.seed, quick)
     if args.section in ("local-cka", "all"):
         bench_local_cka(quick, args.seed, args.naive_rows)
     if args.section == "real" or (args.section == "all" and args.x):

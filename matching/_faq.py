@@ -43,7 +43,7 @@ class _Operand:
 
     def reordered(self, order) -> "_Operand":
         if self.dense is not None:
-            return _Operand(dense=self.dense[order][:, order])
+            return _Operand(dense=self.dense[order[:, None], order[None, :]])
         return _Operand(factor=self.factor[order])
 
     def is_symmetric(self) -> bool:
@@ -275,17 +275,25 @@ def _lap_solver(name: str):
         return None
 
 
-def _solve_min(cost: np.ndarray, solver) -> np.ndarray:
-    """Columns of a minimum-cost assignment of the square ``cost`` (rows in order)."""
+def _solve_min(cost: np.ndarray, solver, projection: bool = False) -> np.ndarray:
+    """Columns of a minimum-cost assignment of the square ``cost`` (rows in order).
+
+    ``projection``: ``cost`` is a negated near-permutation ``P``, where ``lap.lapjv`` measured faster than
+    ``lapjvx`` (on FAQ's gradients ``lapjvx`` is the faster); both are the same LAPJV.
+    """
     if solver is None:
         return linear_sum_assignment(cost)[1]
+    if projection:
+        import lap
+
+        return lap.lapjv(cost, return_cost=False)[0].astype(np.int64)
     rows, cols = solver(cost, return_cost=False)
     out = np.empty(len(cost), dtype=np.int64)
     out[rows] = cols
     return out
 
 
-def _assign_min_batch(cost: np.ndarray, solver) -> tuple[np.ndarray, int]:
+def _assign_min_batch(cost: np.ndarray, solver, projection: bool = False) -> tuple[np.ndarray, int]:
     """Minimum-cost assignment of each square matrix of ``cost`` (r, m, m): columns (r, m), and LAPs solved.
 
     Where the row argmins are distinct (a permutation), every row sits at its minimum, so that assignment is
@@ -303,8 +311,14 @@ def _assign_min_batch(cost: np.ndarray, solver) -> tuple[np.ndarray, int]:
         ok &= ((cost <= top).sum(axis=2) == 1).all(axis=1)
     solve = np.flatnonzero(~ok)
     for k in solve:
-        arg[k] = _solve_min(cost[k], solver)
+        arg[k] = _solve_min(cost[k], solver, projection)
     return arg, len(solve)
+
+
+#: Up to this many free items (symmetric dense sides), FAQ computes ``A Q B^T`` before the step size and reads
+#: :math:`\langle A Q B^\top, Q\rangle` from it; above, from two gathers (a column gather costs about as much as
+#: the product at m = 90 and a fifth of it at m = 450, measured on one core).
+PRODUCT_FIRST_MAX_M = 200
 
 
 def _bdot(X, Y):
@@ -327,12 +341,14 @@ class _FrankWolfe:
     for them. Scratch: the negated gradient (the LAP's cost) and, for dense sides, a gather and a product buffer.
     """
 
-    def __init__(self, a, b, s: int, batch: int, solver, dev, dtype):
+    def __init__(self, a, b, s: int, batch: int, solver, dev, dtype, sym: Optional[bool] = None):
         import torch
 
         self.solver, self.dev, self.dtype = solver, dev, dtype
         self.low_rank = a.factor is not None
-        self.sym = self.low_rank or (a.is_symmetric() and b.is_symmetric())
+        if sym is None:
+            sym = a.is_symmetric() and b.is_symmetric()
+        self.sym = self.low_rank or sym
         m = a.n - s
         self.m = m
         new = lambda *shape: torch.empty(shape, device=dev, dtype=dtype)  # noqa: E731
@@ -350,11 +366,13 @@ class _FrankWolfe:
             self.A22, self.B22 = A[s:, s:].contiguous(), B[s:, s:].contiguous()
             self.A22T = self.A22 if self.sym else self.A22.T.contiguous()
             self.B22T = self.B22 if self.sym else self.B22.T.contiguous()
-            self.C = A[s:, :s] @ B[s:, :s].T + A[:s, s:].T @ B[:s, s:]
+            # A21 B21^T + A12^T B12 (one product when both sides are symmetric: the two terms are equal)
+            self.C = 2.0 * (A[s:, :s] @ B[s:, :s].T) if self.sym else A[s:, :s] @ B[s:, :s].T + A[:s, s:].T @ B[:s, s:]
             self.negC = -self.C
             self.s11 = float((A[:s, :s] * B[:s, :s]).sum())
             self.G1 = new(batch, m, m)
             self.G2 = None if self.sym else new(batch, m, m)
+            self.product_first = self.sym and m <= PRODUCT_FIRST_MAX_M
             self.gath = new(batch, m, m)
             self.W = new(batch, m, m)
         self.P = new(batch, m, m)
@@ -384,7 +402,7 @@ class _FrankWolfe:
 
     def project(self, P) -> np.ndarray:
         """Nearest permutations to final ``P`` (k, m, m): maximum-weight assignments, columns (k, m)."""
-        return _assign_min_batch(-P.detach().cpu().numpy(), self.solver)[0]
+        return _assign_min_batch(-P.detach().cpu().numpy(), self.solver, projection=True)[0]
 
     def score(self, cols: np.ndarray) -> float:
         r""":math:`\sum_{ik} A_{ik} B_{p_i p_k}` of the permutation with free columns ``cols``, from the blocks."""
@@ -401,29 +419,32 @@ class _FrankWolfe:
     # -- one batch ----------------------------------------------------------------------------------------------
     def run(self, r: int, max_iter: int, tol: float):
         """Iterate restarts ``P[:r]`` (filled by the caller) to convergence; returns per restart
-        ``(cols of the projected permutation, score, n_iter, converged)``, in batch order."""
+        ``(cols of the projected permutation, score, n_iter, converged)``, in batch order.
+
+        The per-restart scalars (inner products with ``Q``, the step size, the recurrences) are computed in numpy
+        from one transfer per iteration: a dozen tiny torch operations per iteration would cost more than the
+        whole iteration at small ``m``.
+        """
         import torch
 
-        m, dtype = self.m, self.dtype
+        m, dev, dtype = self.m, self.dev, self.dtype
         P = self.P
         alive = np.arange(r)
         results: list = [None] * r
+        host = lambda *xs: torch.stack(xs).double().cpu().numpy()  # noqa: E731
         if self.low_rank:
             torch.matmul(P[:r], self.Gn, out=self.T[:r])
             torch.matmul(self.FnT, self.T[:r], out=self.M[:r])  # M = Fn^T P Gn
             M = self.M[:r]
-            CP = 2.0 * (self.S0 * M).sum(dim=(1, 2))
-            G1P = M.square().sum(dim=(1, 2))
-            PP = _bdot(P[:r], P[:r])
+            CP, G1P, PP = host(2.0 * (self.S0 * M).sum(dim=(1, 2)), M.square().sum(dim=(1, 2)), _bdot(P[:r], P[:r]))
         else:
             torch.matmul(P[:r], self.B22T, out=self.gath[:r])  # P B22^T
             torch.matmul(self.A22, self.gath[:r], out=self.G1[:r])
             if not self.sym:
                 torch.matmul(P[:r], self.B22, out=self.gath[:r])
                 torch.matmul(self.A22T, self.gath[:r], out=self.G2[:r])
-            CP = P[:r].reshape(r, -1) @ self.C.reshape(-1)
-            G1P = _bdot(P[:r], self.G1[:r])
-            PP = _bdot(P[:r], P[:r])
+            CP, G1P, PP = host(P[:r].reshape(r, -1) @ self.C.reshape(-1), _bdot(P[:r], self.G1[:r]),
+                               _bdot(P[:r], P[:r]))
         for it in range(1, max_iter + 1):
             Pr, cost = P[:r], self.cost[:r]
             # the LAP's cost: the negated gradient C + G1 + G2
@@ -437,50 +458,63 @@ class _FrankWolfe:
                 torch.sub(self.negC, self.G1[:r], out=cost).sub_(self.G2[:r])
             cols = self.assign(cost)
             ci = cols[:, :, None]
-            gQ = -cost.gather(2, ci).sum(dim=(1, 2))
-            PQ = Pr.gather(2, ci).sum(dim=(1, 2))
+            # inner products with the permutation Q: gathers, O(m) each; one transfer for all of them
             if self.low_rank:
                 Gc = self.Gc[:r]
                 torch.index_select(self.Gn, 0, cols.reshape(-1), out=Gc.view(r * m, -1))
                 FQG = torch.matmul(self.FnT, Gc)  # Fn^T Q Gn (r, d, d)
-                qq = FQG.square().sum(dim=(1, 2))
-                G1Q = (self.M[:r] * FQG).sum(dim=(1, 2))
+                g = torch.cat([cost.gather(2, ci), Pr.gather(2, ci)], dim=2).sum(dim=1)  # (r, 2)
+                negQ, PQ = host(g[:, 0], g[:, 1])
+                qq, G1Q, CQ = host(FQG.square().sum(dim=(1, 2)), (self.M[:r] * FQG).sum(dim=(1, 2)),
+                                   2.0 * (self.S0 * FQG).sum(dim=(1, 2)))
                 G2Q = G1Q
-                CQ = 2.0 * (self.S0 * FQG).sum(dim=(1, 2))
             else:
                 gath, W = self.gath[:r], self.W[:r]
-                G1Q = self.G1[:r].gather(2, ci).sum(dim=(1, 2))
-                G2Q = G1Q if self.sym else self.G2[:r].gather(2, ci).sum(dim=(1, 2))
-                CQ = self.C.expand(r, m, m).gather(2, ci).sum(dim=(1, 2))
-                # <A22 Q B22^T, Q> = sum_ik A22[i, k] B22[c_i, c_k]: a row gather, a column gather, no product
-                torch.index_select(self.B22, 0, cols.reshape(-1), out=gath.view(r * m, m))
-                torch.gather(gath, 2, cols[:, None, :].expand(r, m, m), out=W)
-                qq = W.reshape(r, -1) @ self.A22.reshape(-1)
+                torch.index_select(self.B22T, 0, cols.reshape(-1), out=gath.view(r * m, m))  # Q B22^T
+                parts = [cost.gather(2, ci), Pr.gather(2, ci), self.G1[:r].gather(2, ci),
+                         self.C.expand(r, m, m).gather(2, ci)]
+                if not self.sym:
+                    parts.append(self.G2[:r].gather(2, ci))
+                if self.product_first:
+                    # small m: the next product A22 Q B22^T now (it does not depend on the step), qq is a gather of
+                    # it; one product too many on a restart's last iteration, but no column gather per iteration
+                    torch.matmul(self.A22, gath, out=W)
+                    parts.append(W.gather(2, ci))
+                    g = host(*torch.cat(parts, dim=2).sum(dim=1).T)
+                    qq = g[-1]
+                else:
+                    # <A22 Q B22^T, Q> = sum_ik A22[i, k] B22[c_i, c_k]: a row gather, a column gather, no product
+                    torch.gather(gath, 2, cols[:, None, :].expand(r, m, m), out=W)
+                    g = host(*torch.cat(parts, dim=2).sum(dim=1).T, W.reshape(r, -1) @ self.A22T.reshape(-1))
+                    qq = g[-1]
+                negQ, PQ, G1Q, CQ = g[0], g[1], g[2], g[3]
+                G2Q = G1Q if self.sym else g[4]
+            gQ = -negQ
             gP = CP + 2.0 * G1P
             # f(P + tD), D = Q - P: linear coefficient <grad, D>, quadratic <A22 D B22^T, D>
             lin = gQ - gP
             quad = qq - G2Q - G1Q + G1P
             # maximise lin * t + quad * t^2 over t in [0, 1]
-            t_interior = torch.clamp(-lin / (2 * torch.where(quad < 0, quad, -torch.ones_like(quad))), 0.0, 1.0)
-            t = torch.where(quad < 0, t_interior, (lin + quad >= 0).to(dtype))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(quad < 0, np.clip(-lin / (2.0 * np.where(quad < 0, quad, -1.0)), 0.0, 1.0),
+                             (lin + quad >= 0).astype(np.float64))
             DD = m - 2.0 * PQ + PP
-            step = t * torch.sqrt(torch.clamp(DD, min=0.0)) / math.sqrt(m)
+            step = t * np.sqrt(np.maximum(DD, 0.0)) / math.sqrt(m)
             # P <- (1 - t) P + t Q in place; the scalars by their recurrences
             s_ = 1.0 - t
-            Pr.mul_(s_[:, None, None])
-            Pr.scatter_add_(2, ci, t[:, None, None].expand(r, m, 1).contiguous())
+            t_dev = torch.from_numpy(t).to(device=dev, dtype=dtype)
+            Pr.mul_(torch.from_numpy(s_).to(device=dev, dtype=dtype)[:, None, None])
+            Pr.scatter_add_(2, ci, t_dev[:, None, None].expand(r, m, 1).contiguous())
             PP = s_ * s_ * PP + 2.0 * t * s_ * PQ + t * t * m
             CP = s_ * CP + t * CQ
             G1P = s_ * s_ * G1P + t * s_ * (G1Q + G2Q) + t * t * qq
-            done = (step < tol).cpu().numpy()
-            if it == max_iter:
-                done[:] = True
+            conv = step < tol
+            done = conv.copy() if it < max_iter else np.ones(r, dtype=bool)
             fin = np.flatnonzero(done)
             if len(fin):
-                conv = (step < tol).cpu().numpy()
-                proj = self.project(Pr[torch.from_numpy(fin).to(self.dev)] if len(fin) < r else Pr)
+                proj = self.project(Pr[torch.from_numpy(fin).to(dev)] if len(fin) < r else Pr)
                 cols_h = cols.cpu().numpy()
-                f_Q = (self.s11 + CQ + qq).cpu().numpy() if not self.low_rank else None
+                f_Q = None if self.low_rank else self.s11 + CQ + qq
                 for k, pc in zip(fin, proj):
                     # the objective of Q is s11 + <C, Q> + <A22 Q B22^T, Q>, both terms already at hand
                     same = f_Q is not None and np.array_equal(pc, cols_h[k])
@@ -496,23 +530,27 @@ class _FrankWolfe:
                             self.M[j].copy_(self.M[src])
                         else:
                             self.G1[j].copy_(self.G1[src])
+                            if self.product_first:
+                                self.W[j].copy_(self.W[src])
                             if not self.sym:
                                 self.G2[j].copy_(self.G2[src])
-                kt = torch.from_numpy(keep).to(self.dev)
-                t, cols, PP, CP, G1P = t[kt], cols[kt], PP[kt], CP[kt], G1P[kt]
+                kt = torch.from_numpy(keep).to(dev)
+                t_dev, cols = t_dev[kt], cols[kt]
+                PP, CP, G1P = PP[keep], CP[keep], G1P[keep]
                 if self.low_rank:
                     FQG = FQG[kt]
                 alive = alive[keep]
                 r = len(keep)
             # the gradient products of the next iteration: one product with a permutation each
-            tt = t[:, None, None]
+            tt = t_dev[:, None, None]
             if self.low_rank:
                 self.M[:r].lerp_(FQG, tt)
                 continue
             gath, W = self.gath[:r], self.W[:r]
-            if not (self.sym and not done.any()):  # symmetric and nobody left: gath already holds B22[cols]
-                torch.index_select(self.B22T, 0, cols.reshape(-1), out=gath.view(r * m, m))
-            torch.matmul(self.A22, gath, out=W)  # A22 Q B22^T
+            if not self.product_first:
+                if done.any():  # gath holds Q B22^T of the restarts before compaction
+                    torch.index_select(self.B22T, 0, cols.reshape(-1), out=gath.view(r * m, m))
+                torch.matmul(self.A22, gath, out=W)  # A22 Q B22^T
             self.G1[:r].lerp_(W, tt)
             if not self.sym:
                 torch.index_select(self.B22, 0, cols.reshape(-1), out=gath.view(r * m, m))
@@ -795,8 +833,9 @@ def faq(
     s = len(seeds)
     m = n - s
 
-    free_a = np.setdiff1d(np.arange(n), seeds[:, 0])
-    free_b = np.setdiff1d(np.arange(n), seeds[:, 1])
+    free_a, free_b = np.ones(n, dtype=bool), np.ones(n, dtype=bool)
+    free_a[seeds[:, 0]] = free_b[seeds[:, 1]] = False
+    free_a, free_b = np.flatnonzero(free_a), np.flatnonzero(free_b)
     order_a = np.concatenate([seeds[:, 0], free_a])
     order_b = np.concatenate([seeds[:, 1], free_b])
 
@@ -862,7 +901,7 @@ def faq(
         if batch_size is None:
             batch_size = restart_batch(n_init, m, _FrankWolfe.n_buffers(ra.factor is not None, sym), itemsize,
                                        memory_budget)
-        fw = _FrankWolfe(ra, rb, s, min(batch_size, n_init), _lap_solver(lap_solver), dev, dtype)
+        fw = _FrankWolfe(ra, rb, s, min(batch_size, n_init), _lap_solver(lap_solver), dev, dtype, sym)
         for lo in range(0, n_init, batch_size):
             hi = min(n_init, lo + batch_size)
             fill_starts(fw.P, lo, hi)
@@ -872,7 +911,6 @@ def faq(
                     best = (score, full_perm(cols), it, conv)
         log.debug("faq: %d of %d assignment steps needed a LAP", fw.laps, fw.assignments)
         del fw
-        best = (_score(a, b, torch.from_numpy(best[1]).to(dev)),) + best[1:]  # on the full matrices, as 2-opt's
     else:
         blocks = _Blocks(ra, rb, s)
         if batch_size is None:
