@@ -18,6 +18,9 @@ Sections (each prints JSON lines to stdout, one per measurement; ``--out FILE`` 
                known pairs, features and graphs, interleaved rounds (``--repeats``, default 3), CPU-time medians,
                accuracy, objective and peak memory of each call.
 ``lap``        the LAP step alone on FAQ's gradients: scipy's ``linear_sum_assignment`` vs LAPJV (lapx).
+``vlrw``       the protocol of Maniparambil et al. (CVPR 2024) on real features (--x, --y): 820 items, 320 known
+               pairs, FAQ with 500 restarts on centred RBF kernels then local CKA, ours end to end, and the papers'
+               route (scipy's FAQ once per restart, the double loop for local CKA) side by side at reduced size.
 ``local-cka``  vectorised local CKA vs the loop over pairs (the paper's implementation), 320 base + 500 query.
 ``real``       every method on real paired features (row i of --x and --y is the same item), the protocol of
                Maniparambil et al.: n_seeds known pairs + n_query hidden items, mean ± std over splits.
@@ -354,6 +357,10 @@ def bench_faq_speed(sizes: list[int] | None, restarts: int | None, rhos: list[fl
                     if family == "features":
                         calls["ours"] = lambda: matching.match(X, Y, "faq", seeds, rng=seed, n_init=R,
                                                                kernel="cosine", low_rank="auto", **same).col_ind
+                        if X.shape[1] >= 0.6 * n:  # match's low_rank="auto" forms the kernels here; factors too
+                            calls["ours_low_rank"] = lambda: matching.match(X, Y, "faq", seeds, rng=seed, n_init=R,
+                                                                            kernel="cosine", low_rank=True,
+                                                                            **same).col_ind
                     calls["ours_kernels" if family == "features" else "ours"] = lambda: matching.faq(
                         A, B, seeds, n_init=R, rng=seed, **same).col_ind
                     seen = {name: dict(cpu=[], peak=[], col=None) for name in calls}
@@ -442,6 +449,145 @@ def bench_lap(sizes: list[int] | None, seed: int, quick: bool) -> None:
                    differ=differ, unequal_value=unequal_value)
 
 
+
+# ------------------------------------------------- the VLRW protocol (Maniparambil et al., CVPR 2024) ------------
+
+
+def _paper_centered_rbf(X: np.ndarray) -> np.ndarray:
+    """The authors' ``centered_scaled_corr_rbf`` (mayug/0-shot-llm-vision, src/utils.py), in numpy float64:
+    RBF with sigma^2 = the median nonzero squared distance, H K H, divided by sqrt(HSIC(K, K)) = ||H K H||_F."""
+    G = X @ X.T
+    d = np.diag(G)
+    D2 = d[:, None] - G + (d[:, None] - G).T
+    K = np.exp(-0.5 * D2 / np.median(D2[D2 != 0]))
+    n = len(X)
+    H = np.eye(n) - 1.0 / n
+    C = H @ K @ H
+    return C / np.sqrt((C * C).sum())
+
+
+def _paper_local_cka(Xb: np.ndarray, Yb: np.ndarray, Xq: np.ndarray, Yq: np.ndarray) -> np.ndarray:
+    """The authors' ``kernel_local_CKA`` double loop: for every (query i, query j), kernel CKA of
+    ``[x_i; X_base]`` vs ``[y_j; Y_base]`` with RBF kernels whose sigma is the median of that subset, centred with
+    ``H``. Leaner than their loop (each kernel once per pair instead of six times), the same values."""
+    import torch
+
+    n = len(Xb) + 1
+    H = torch.eye(n, dtype=torch.float64) - 1.0 / n
+
+    def rbf(Z):
+        Gz = Z @ Z.T
+        dz = torch.diag(Gz)
+        D2 = dz[:, None] - Gz + (dz[:, None] - Gz).T
+        return torch.exp(-0.5 * D2 / torch.median(D2[D2 != 0]))
+
+    tXb, tYb = torch.from_numpy(Xb).double(), torch.from_numpy(Yb).double()
+    Ls = []
+    for j in range(len(Yq)):
+        L = H @ rbf(torch.cat([torch.from_numpy(Yq[j:j + 1]).double(), tYb])) @ H
+        Ls.append((L, torch.sqrt((L * L).sum())))
+    S = np.empty((len(Xq), len(Yq)))
+    for i in range(len(Xq)):
+        K = H @ rbf(torch.cat([torch.from_numpy(Xq[i:i + 1]).double(), tXb])) @ H
+        nk = torch.sqrt((K * K).sum())
+        for j, (L, nl) in enumerate(Ls):
+            S[i, j] = float((K * L).sum() / (nk * nl))
+    return S
+
+
+def bench_vlrw(x: str, y: str, n_items: int, n_seeds: int, n_init: int, side_restarts: int, side_queries: int,
+               seed: int, threads: int) -> None:
+    """The VLRW protocol on real paired features, ours end to end and the papers' route side by side.
+
+    Items: the first ``n_items`` rows of ``--x`` / ``--y``; the first ``n_seeds`` are the known pairs, the rest
+    the queries, whose rows of Y are shuffled (``torch.manual_seed(0)``-like fixed permutation from ``seed``).
+    Ours: ``matching.match(..., "faq", kernel="centered_rbf", n_init=n_init, init="randomized", tol=1e-5)``
+    (the authors' FAQ settings), then ``matching.match(..., "local_cka", kernel="rbf")`` (their kernel local CKA);
+    wall and CPU seconds of the whole, threads as ``--threads``. Papers' route (scipy ``quadratic_assignment``
+    called once per restart, as their ``qap_matching``; their double loop for local CKA): FAQ at
+    ``side_restarts`` restarts from the *same* explicit starts as a second run of ours (equal paths where every
+    LAP has a unique optimum), its time extrapolated linearly to ``n_init``; local CKA on the known pairs and the
+    first ``side_queries`` queries against ours on the same items, its time extrapolated to all pairs by the
+    number of pairs (each pair costs the same)."""
+    import torch
+
+    from matching._faq import _random_doubly_stochastic_batch
+
+    X = np.load(x)[:n_items].astype(np.float64)
+    Y = np.load(y)[:n_items].astype(np.float64)
+    rng = np.random.default_rng(seed)
+    q = n_items - n_seeds
+    shuffle = rng.permutation(q)
+    Ys = np.concatenate([Y[:n_seeds], Y[n_seeds:][shuffle]])  # query j of Y's side is query shuffle[j]
+    seeds = np.stack([np.arange(n_seeds), np.arange(n_seeds)], axis=1)
+    truth = np.argsort(shuffle)  # query i of X is query truth[i] of Ys's queries
+
+    def acc(col):
+        return float(np.mean(col[n_seeds:] - n_seeds == truth))
+
+    faq_opts = dict(kernel="centered_rbf", init="randomized", tol=1e-5, two_opt=False, transport=False)
+    # ours, end to end: FAQ with n_init restarts, then local CKA on the same split
+    w0, c0 = time.perf_counter(), time.process_time()
+    res = matching.match(X, Ys, "faq", seeds, rng=seed, n_init=n_init, **faq_opts)
+    w1, c1 = time.perf_counter(), time.process_time()
+    lres = matching.match(X, Ys, "local_cka", seeds, kernel="rbf")
+    w2, c2 = time.perf_counter(), time.process_time()
+    S = lres.similarity[n_seeds:, n_seeds:]
+    ranks = (S > S[np.arange(q), truth][:, None]).sum(axis=1)
+    record(section="vlrw", route="ours", x=Path(x).name, y=Path(y).name, n_items=n_items, n_seeds=n_seeds,
+           n_query=q, restarts=n_init, threads=threads, faq_acc=round(acc(res.col_ind), 4), faq_obj=res.score,
+           local_cka_acc=round(acc(lres.col_ind), 4),
+           local_cka_recall={k: round(float(np.mean(ranks < k)), 4) for k in (1, 5, 10)},
+           faq_wall_s=round(w1 - w0, 2), faq_cpu_s=round(c1 - c0, 2), local_cka_wall_s=round(w2 - w1, 3),
+           local_cka_cpu_s=round(c2 - c1, 3), total_wall_s=round(w2 - w0, 2), total_cpu_s=round(c2 - c0, 2))
+
+    # side by side, FAQ: the same explicit starts for both, side_restarts of them
+    A, B = _paper_centered_rbf(X), _paper_centered_rbf(Ys)
+    m = q
+    starts = np.empty((side_restarts, m, m))
+    children = [np.random.default_rng(c) for c in np.random.SeedSequence(seed).spawn(side_restarts)]
+    _random_doubly_stochastic_batch(starts, children)
+    starts = (starts + 1.0 / m) / 2
+    c0 = time.process_time()
+    best = None
+    for k in range(side_restarts):
+        r = quadratic_assignment(A, B, method="faq", options=dict(P0=starts[k], maximize=True, partial_match=seeds,
+                                                                   tol=1e-5))
+        if best is None or r.fun > best.fun:
+            best = r
+    t_scipy = time.process_time() - c0
+    c0 = time.process_time()
+    ours = matching.faq(A, B, seeds, n_init=side_restarts, init=starts, tol=1e-5)
+    t_ours = time.process_time() - c0
+    record(section="vlrw", route="side_by_side_faq", restarts=side_restarts, threads=threads,
+           same_starts=True, kernels="the authors' centered_scaled_corr_rbf (float64)",
+           papers_acc=round(acc(np.asarray(best.col_ind)), 4), ours_acc=round(acc(ours.col_ind), 4),
+           papers_obj=float(best.fun), ours_obj=ours.score, same_matching=bool(np.array_equal(best.col_ind,
+                                                                                            ours.col_ind)),
+           papers_cpu_s=round(t_scipy, 2), ours_cpu_s=round(t_ours, 2), papers_over_ours=round(t_scipy / t_ours, 2),
+           papers_cpu_s_at_n_init_extrapolated=round(t_scipy * n_init / side_restarts, 1), n_init=n_init)
+    del starts
+
+    # side by side, local CKA: the papers' double loop on the known pairs + side_queries queries
+    Xq, Yq = X[n_seeds:n_seeds + side_queries], Y[n_seeds:n_seeds + side_queries]
+    c0 = time.process_time()
+    S_paper = _paper_local_cka(X[:n_seeds], Y[:n_seeds], Xq, Yq)
+    t_paper = time.process_time() - c0
+    sub_X = np.concatenate([X[:n_seeds], Xq])
+    sub_Y = np.concatenate([Y[:n_seeds], Yq])
+    c0 = time.process_time()
+    sub = matching.match(sub_X, sub_Y, "local_cka", seeds, kernel="rbf")
+    t_sub = time.process_time() - c0
+    col_paper = linear_sum_assignment(S_paper, maximize=True)[1]
+    record(section="vlrw", route="side_by_side_local_cka", n_seeds=n_seeds, n_query=side_queries, threads=threads,
+           papers_acc=round(float(np.mean(col_paper == np.arange(side_queries))), 4),
+           ours_acc=round(float(np.mean(sub.col_ind[n_seeds:] - n_seeds == np.arange(side_queries))), 4),
+           papers_cpu_s=round(t_paper, 2), ours_cpu_s=round(t_sub, 4),
+           papers_cpu_s_at_full_extrapolated=round(t_paper * q * q / side_queries ** 2, 1),
+           note="ours: one RBF kernel (median sigma) over the known pairs + these queries; papers': sigma per pair "
+                "subset, as their code")
+
+
 def bench_local_cka(quick: bool, seed: int, naive_rows: int | None) -> None:
     import torch
 
@@ -511,7 +657,7 @@ def bench_real(x: str, y: str, quick: bool, n_seeds: int, n_query: int, splits: 
 def main(argv=None) -> None:
     global OUT
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("section", choices=["faq", "faq-speed", "lap", "local-cka", "real", "all"])
+    ap.add_argument("section", choices=["faq", "faq-speed", "lap", "vlrw", "local-cka", "real", "all"])
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="seconds; for CI")
     mode.add_argument("--full", action="store_true", help="the grid in benchmarks/README.md")
@@ -539,6 +685,10 @@ def main(argv=None) -> None:
     ap.add_argument("--n-seeds", type=int, default=30)
     ap.add_argument("--n-query", type=int, default=100)
     ap.add_argument("--splits", type=int, default=5)
+    ap.add_argument("--n-items", type=int, default=820, help="vlrw: items (first rows of --x / --y)")
+    ap.add_argument("--n-init", type=int, default=500, help="vlrw: FAQ restarts of our end-to-end run")
+    ap.add_argument("--side-restarts", type=int, default=10, help="vlrw: restarts of the side-by-side FAQ runs")
+    ap.add_argument("--side-queries", type=int, default=40, help="vlrw: queries of the side-by-side local CKA")
     ap.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = ap.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
@@ -556,6 +706,12 @@ def main(argv=None) -> None:
         bench_faq_speed(args.sizes, args.restarts, args.rhos, args.seed, args.repeats, quick, args.threads)
     if args.section == "lap":
         bench_lap(args.sizes, args.seed, quick)
+    if args.section == "vlrw":
+        if not (args.x and args.y):
+            ap.error("vlrw needs --x and --y")
+        bench_vlrw(args.x, args.y, args.n_items, 320 if args.n_seeds == 30 else args.n_seeds,
+                   10 if quick else args.n_init, 2 if quick else args.side_restarts,
+                   5 if quick else args.side_queries, args.seed, args.threads)
     if args.section in ("local-cka", "all"):
         bench_local_cka(quick, args.seed, args.naive_rows)
     if args.section == "real" or (args.section == "all" and args.x):

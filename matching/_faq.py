@@ -401,8 +401,22 @@ class _FrankWolfe:
         return torch.from_numpy(cols).to(cost.device)
 
     def project(self, P) -> np.ndarray:
-        """Nearest permutations to final ``P`` (k, m, m): maximum-weight assignments, columns (k, m)."""
-        return _assign_min_batch(-P.detach().cpu().numpy(), self.solver, projection=True)[0]
+        """Nearest permutations to final ``P`` (k, m, m): maximum-weight assignments, columns (k, m).
+
+        One restart at a time, on a view of the buffer (no ``(k, m, m)`` copy): row argmaxes where they are distinct
+        (and strict, for scipy's solver), else the LAP on ``-P[k]``.
+        """
+        out = np.empty((len(P), self.m), dtype=np.int64)
+        for k in range(len(P)):
+            Pk = P[k].detach().cpu().numpy()
+            arg = Pk.argmax(axis=1)
+            hit = np.zeros(self.m, dtype=bool)
+            hit[arg] = True
+            ok = hit.all()
+            if ok and self.solver is None:
+                ok = bool(((Pk >= Pk[np.arange(self.m), arg][:, None]).sum(axis=1) == 1).all())
+            out[k] = arg if ok else _solve_min(-Pk, self.solver, projection=True)
+        return out
 
     def score(self, cols: np.ndarray) -> float:
         r""":math:`\sum_{ik} A_{ik} B_{p_i p_k}` of the permutation with free columns ``cols``, from the blocks."""
@@ -512,7 +526,7 @@ class _FrankWolfe:
             done = conv.copy() if it < max_iter else np.ones(r, dtype=bool)
             fin = np.flatnonzero(done)
             if len(fin):
-                proj = self.project(Pr[torch.from_numpy(fin).to(dev)] if len(fin) < r else Pr)
+                proj = self.project([Pr[k] for k in fin])
                 cols_h = cols.cpu().numpy()
                 f_Q = None if self.low_rank else self.s11 + CQ + qq
                 for k, pc in zip(fin, proj):
