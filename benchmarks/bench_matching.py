@@ -14,6 +14,13 @@ Sections (each prints JSON lines to stdout, one per measurement; ``--out FILE`` 
                graspologic peer repeats inside its own process): medians of CPU time in ``*_s`` and the ratios,
                every round in ``*_times``, peak resident memory per implementation in ``*_peak_mb``. The inputs and
                rng are the same in every round, so an accuracy that differs between rounds raises.
+``faq-speed``  issue 16's grid: ours vs scipy's FAQ at n = 100, 300, 500, 1,000, 20 restarts and one start, 10%
+               known pairs, features and graphs, interleaved rounds (``--repeats``, default 3), CPU-time medians,
+               accuracy, objective and peak memory of each call.
+``lap``        the LAP step alone on FAQ's gradients: scipy's ``linear_sum_assignment`` vs LAPJV (lapx).
+``vlrw``       the protocol of Maniparambil et al. (CVPR 2024) on real features (--x, --y): 820 items, 320 known
+               pairs, FAQ with 500 restarts on centred RBF kernels then local CKA, ours end to end, and the papers'
+               route (scipy's FAQ once per restart, the double loop for local CKA) side by side at reduced size.
 ``local-cka``  vectorised local CKA vs the loop over pairs (the paper's implementation), 320 base + 500 query.
 ``real``       every method on real paired features (row i of --x and --y is the same item), the protocol of
                Maniparambil et al.: n_seeds known pairs + n_query hidden items, mean ± std over splits.
@@ -307,6 +314,280 @@ def _rounds(calls: dict, repeats: int, acc, case: str) -> tuple[dict, dict]:
     return rows, extra
 
 
+
+def _speed_problem(family: str, n: int, rho: float, seed: int):
+    rng = np.random.default_rng([seed, n, int(rho * 100), 16])
+    if family == "features":
+        X, Y, perm = feature_problem(n, rho, rng)
+        A = matching.kernel_matrix(X, "cosine").numpy()
+        B = matching.kernel_matrix(Y, "cosine").numpy()
+        return X, Y, A, B, perm
+    A, B, perm = graph_problem(n, rho, rng)
+    return None, None, A, B, perm
+
+
+def bench_faq_speed(sizes: list[int] | None, restarts: int | None, rhos: list[float] | None, seed: int,
+                    repeats: int | None, quick: bool, threads: int) -> None:
+    """Issue 16's grid: ours vs scipy's ``quadratic_assignment(method="faq")``, best of R restarts (barycenter
+    first, then ``P0="randomized"``), 10% known pairs, features (centred cosine kernels; ours from the features, as
+    ``match`` runs it, and on the same kernels as scipy) and correlated Erdős–Rényi graphs (p = 0.3), plus one
+    start at every n. Interleaved rounds in this process, medians of CPU seconds, each call's peak resident memory
+    (``_harness.measure``), accuracy over the hidden items and the objective :math:`\sum A_{ik} B_{p_i p_k}` of
+    each answer (the same inputs and rng every round, so both are the same every round)."""
+    from benchmarks._harness import measure
+
+    sizes = sizes or ([100] if quick else [100, 300, 500, 1000])
+    rhos = rhos or [0.8]
+    reps = repeats or (1 if quick else 3)
+    X, Y, A, B, perm = _speed_problem("features", 60, 0.9, seed)  # warm-up: first-call costs stay out
+    s = np.stack([np.arange(6), perm[:6]], 1)
+    matching.faq(A, B, s, n_init=2, rng=0)
+    matching.match(X, Y, "faq", s, n_init=2, rng=0, kernel="cosine", low_rank="auto")
+    scipy_faq(A, B, s, 2, np.random.default_rng(0))
+    same = dict(max_iter=30, tol=0.03, init="auto", two_opt=False, transport=False)
+    for family in ("features", "graphs"):
+        for n in sizes:
+            for R in sorted({1, restarts or (2 if quick else 20)}):
+                for rho in rhos:
+                    X, Y, A, B, perm = _speed_problem(family, n, rho, seed)
+                    k = n // 10
+                    seeds = np.stack([np.arange(k), perm[:k]], axis=1)
+                    free = np.arange(k, n)
+                    calls = {"scipy": lambda: scipy_faq(A, B, seeds, R, np.random.default_rng(seed))}
+                    if family == "features":
+                        calls["ours"] = lambda: matching.match(X, Y, "faq", seeds, rng=seed, n_init=R,
+                                                               kernel="cosine", low_rank="auto", **same).col_ind
+                        if X.shape[1] >= 0.6 * n:  # match's low_rank="auto" forms the kernels here; factors too
+                            calls["ours_low_rank"] = lambda: matching.match(X, Y, "faq", seeds, rng=seed, n_init=R,
+                                                                            kernel="cosine", low_rank=True,
+                                                                            **same).col_ind
+                    calls["ours_kernels" if family == "features" else "ours"] = lambda: matching.faq(
+                        A, B, seeds, n_init=R, rng=seed, **same).col_ind
+                    seen = {name: dict(cpu=[], peak=[], col=None) for name in calls}
+                    for _ in range(reps):
+                        for name, fn in calls.items():
+                            m = measure(fn, repeats=1, warmup=0)
+                            seen[name]["cpu"].append(m.cpu_s)
+                            seen[name]["peak"].append(m.peak_mb)
+                            col = np.asarray(m.result)
+                            if seen[name]["col"] is not None and not np.array_equal(col, seen[name]["col"]):
+                                raise RuntimeError(f"faq-speed {family} n={n}: {name} changed between rounds")
+                            seen[name]["col"] = col
+                    row = dict(section="faq_speed", family=family, n=n, rho=rho, n_seeds=k, restarts=R,
+                               repeats=reps, threads=threads)
+                    for name, v in seen.items():
+                        col = v["col"]
+                        row[f"{name}_s"] = round(statistics.median(v["cpu"]), 4)
+                        row[f"{name}_acc"] = round(float(np.mean(col[free] == perm[free])), 4)
+                        row[f"{name}_obj"] = float((A * B[col][:, col]).sum())
+                        peaks = [p for p in v["peak"] if p is not None]
+                        row[f"{name}_peak_mb"] = round(max(peaks), 1) if peaks else None
+                    for name in calls:
+                        if name != "scipy":
+                            row[f"scipy_over_{name}"] = round(row["scipy_s"] / row[f"{name}_s"], 2)
+                            row[f"{name}_obj_minus_scipy"] = row[f"{name}_obj"] - row["scipy_obj"]
+                    if row["ours_peak_mb"] and row["scipy_peak_mb"]:
+                        row["ours_peak_over_scipy"] = round(row["ours_peak_mb"] / row["scipy_peak_mb"], 2)
+                    row["ours_times"] = [round(t, 4) for t in seen["ours"]["cpu"]]
+                    row["scipy_times"] = [round(t, 4) for t in seen["scipy"]["cpu"]]
+                    record(interval=False, **row)
+
+
+def bench_lap(sizes: list[int] | None, seed: int, quick: bool) -> None:
+    """The LAP step alone: scipy's ``linear_sum_assignment`` vs LAPJV (``lap.lapjvx`` / ``lap.lapjv`` of the lapx
+    package) on the gradients FAQ produces (captured from ``matching.faq`` runs, 5 restarts, every gradient that
+    needed a LAP), CPU seconds per call, and how often the two return different (equally optimal) assignments."""
+    import matching._faq as F
+
+    try:
+        import lap
+    except ImportError:
+        record(section="lap", status="skipped", note="lapx is not installed (pip install lapx)")
+        return
+    sizes = sizes or ([100] if quick else [100, 300, 500, 1000])
+    for family in ("features", "graphs"):
+        for n in sizes:
+            X, Y, A, B, perm = _speed_problem(family, n, 0.8, seed)
+            k = n // 10
+            seeds = np.stack([np.arange(k), perm[:k]], axis=1)
+            grads = []
+            orig = F._solve_min
+
+            def spy(cost, solver, projection=False):
+                if not projection:
+                    grads.append(np.array(cost))
+                return orig(cost, solver, projection)
+
+            F._solve_min = spy
+            try:
+                matching.faq(A, B, seeds, n_init=5, rng=seed, lap_solver="scipy")
+            finally:
+                F._solve_min = orig
+            grads = grads[:20]
+            if not grads:
+                record(section="lap", family=family, n=n, calls=0)
+                continue
+            times = {"scipy": [], "lapjvx": [], "lapjv": []}
+            differ = unequal_value = 0
+            for G in grads:
+                t = time.process_time()
+                c0 = linear_sum_assignment(G)[1]
+                times["scipy"].append(time.process_time() - t)
+                t = time.process_time()
+                c1 = lap.lapjvx(G, return_cost=False)[1]
+                times["lapjvx"].append(time.process_time() - t)
+                t = time.process_time()
+                lap.lapjv(G, return_cost=False)
+                times["lapjv"].append(time.process_time() - t)
+                differ += not np.array_equal(c0, c1)
+                v0, v1 = G[np.arange(len(G)), c0].sum(), G[np.arange(len(G)), c1].sum()
+                unequal_value += not abs(v0 - v1) <= 1e-9 * max(abs(v0), 1.0)
+            ms = {name: statistics.median(v) * 1e3 for name, v in times.items()}
+            record(section="lap", family=family, n=n, m=n - k, calls=len(grads),
+                   **{f"{name}_ms": round(v, 4) for name, v in ms.items()},
+                   scipy_over_lapjvx=round(ms["scipy"] / ms["lapjvx"], 2),
+                   differ=differ, unequal_value=unequal_value)
+
+
+
+# ------------------------------------------------- the VLRW protocol (Maniparambil et al., CVPR 2024) ------------
+
+
+def _paper_centered_rbf(X: np.ndarray) -> np.ndarray:
+    """The authors' ``centered_scaled_corr_rbf`` (mayug/0-shot-llm-vision, src/utils.py), in numpy float64:
+    RBF with sigma^2 = the median nonzero squared distance, H K H, divided by sqrt(HSIC(K, K)) = ||H K H||_F."""
+    G = X @ X.T
+    d = np.diag(G)
+    D2 = d[:, None] - G + (d[:, None] - G).T
+    K = np.exp(-0.5 * D2 / np.median(D2[D2 != 0]))
+    n = len(X)
+    H = np.eye(n) - 1.0 / n
+    C = H @ K @ H
+    return C / np.sqrt((C * C).sum())
+
+
+def _paper_local_cka(Xb: np.ndarray, Yb: np.ndarray, Xq: np.ndarray, Yq: np.ndarray) -> np.ndarray:
+    """The authors' ``kernel_local_CKA`` double loop: for every (query i, query j), kernel CKA of
+    ``[x_i; X_base]`` vs ``[y_j; Y_base]`` with RBF kernels whose sigma is the median of that subset, centred with
+    ``H``. Leaner than their loop (each kernel once per pair instead of six times), the same values."""
+    import torch
+
+    n = len(Xb) + 1
+    H = torch.eye(n, dtype=torch.float64) - 1.0 / n
+
+    def rbf(Z):
+        Gz = Z @ Z.T
+        dz = torch.diag(Gz)
+        D2 = dz[:, None] - Gz + (dz[:, None] - Gz).T
+        return torch.exp(-0.5 * D2 / torch.median(D2[D2 != 0]))
+
+    tXb, tYb = torch.from_numpy(Xb).double(), torch.from_numpy(Yb).double()
+    Ls = []
+    for j in range(len(Yq)):
+        L = H @ rbf(torch.cat([torch.from_numpy(Yq[j:j + 1]).double(), tYb])) @ H
+        Ls.append((L, torch.sqrt((L * L).sum())))
+    S = np.empty((len(Xq), len(Yq)))
+    for i in range(len(Xq)):
+        K = H @ rbf(torch.cat([torch.from_numpy(Xq[i:i + 1]).double(), tXb])) @ H
+        nk = torch.sqrt((K * K).sum())
+        for j, (L, nl) in enumerate(Ls):
+            S[i, j] = float((K * L).sum() / (nk * nl))
+    return S
+
+
+def bench_vlrw(x: str, y: str, n_items: int, n_seeds: int, n_init: int, side_restarts: int, side_queries: int,
+               seed: int, threads: int) -> None:
+    """The VLRW protocol on real paired features, ours end to end and the papers' route side by side.
+
+    Items: the first ``n_items`` rows of ``--x`` / ``--y``; the first ``n_seeds`` are the known pairs, the rest
+    the queries, whose rows of Y are shuffled (``torch.manual_seed(0)``-like fixed permutation from ``seed``).
+    Ours: ``matching.match(..., "faq", kernel="centered_rbf", n_init=n_init, init="randomized", tol=1e-5)``
+    (the authors' FAQ settings), then ``matching.match(..., "local_cka", kernel="rbf")`` (their kernel local CKA);
+    wall and CPU seconds of the whole, threads as ``--threads``. Papers' route (scipy ``quadratic_assignment``
+    called once per restart, as their ``qap_matching``; their double loop for local CKA): FAQ at
+    ``side_restarts`` restarts from the *same* explicit starts as a second run of ours (equal paths where every
+    LAP has a unique optimum), its time extrapolated linearly to ``n_init``; local CKA on the known pairs and the
+    first ``side_queries`` queries against ours on the same items, its time extrapolated to all pairs by the
+    number of pairs (each pair costs the same)."""
+    import torch
+
+    from matching._faq import _random_doubly_stochastic_batch
+
+    X = np.load(x)[:n_items].astype(np.float64)
+    Y = np.load(y)[:n_items].astype(np.float64)
+    rng = np.random.default_rng(seed)
+    q = n_items - n_seeds
+    shuffle = rng.permutation(q)
+    Ys = np.concatenate([Y[:n_seeds], Y[n_seeds:][shuffle]])  # query j of Y's side is query shuffle[j]
+    seeds = np.stack([np.arange(n_seeds), np.arange(n_seeds)], axis=1)
+    truth = np.argsort(shuffle)  # query i of X is query truth[i] of Ys's queries
+
+    def acc(col):
+        return float(np.mean(col[n_seeds:] - n_seeds == truth))
+
+    faq_opts = dict(kernel="centered_rbf", init="randomized", tol=1e-5, two_opt=False, transport=False)
+    # ours, end to end: FAQ with n_init restarts, then local CKA on the same split
+    w0, c0 = time.perf_counter(), time.process_time()
+    res = matching.match(X, Ys, "faq", seeds, rng=seed, n_init=n_init, **faq_opts)
+    w1, c1 = time.perf_counter(), time.process_time()
+    lres = matching.match(X, Ys, "local_cka", seeds, kernel="rbf")
+    w2, c2 = time.perf_counter(), time.process_time()
+    S = lres.similarity[n_seeds:, n_seeds:]
+    ranks = (S > S[np.arange(q), truth][:, None]).sum(axis=1)
+    record(section="vlrw", route="ours", x=Path(x).name, y=Path(y).name, n_items=n_items, n_seeds=n_seeds,
+           n_query=q, restarts=n_init, threads=threads, faq_acc=round(acc(res.col_ind), 4), faq_obj=res.score,
+           local_cka_acc=round(acc(lres.col_ind), 4),
+           local_cka_recall={k: round(float(np.mean(ranks < k)), 4) for k in (1, 5, 10)},
+           faq_wall_s=round(w1 - w0, 2), faq_cpu_s=round(c1 - c0, 2), local_cka_wall_s=round(w2 - w1, 3),
+           local_cka_cpu_s=round(c2 - c1, 3), total_wall_s=round(w2 - w0, 2), total_cpu_s=round(c2 - c0, 2))
+
+    # side by side, FAQ: the same explicit starts for both, side_restarts of them
+    A, B = _paper_centered_rbf(X), _paper_centered_rbf(Ys)
+    m = q
+    starts = np.empty((side_restarts, m, m))
+    children = [np.random.default_rng(c) for c in np.random.SeedSequence(seed).spawn(side_restarts)]
+    _random_doubly_stochastic_batch(starts, children)
+    starts = (starts + 1.0 / m) / 2
+    c0 = time.process_time()
+    best = None
+    for k in range(side_restarts):
+        r = quadratic_assignment(A, B, method="faq", options=dict(P0=starts[k], maximize=True, partial_match=seeds,
+                                                                   tol=1e-5))
+        if best is None or r.fun > best.fun:
+            best = r
+    t_scipy = time.process_time() - c0
+    c0 = time.process_time()
+    ours = matching.faq(A, B, seeds, n_init=side_restarts, init=starts, tol=1e-5)
+    t_ours = time.process_time() - c0
+    record(section="vlrw", route="side_by_side_faq", restarts=side_restarts, threads=threads,
+           same_starts=True, kernels="the authors' centered_scaled_corr_rbf (float64)",
+           papers_acc=round(acc(np.asarray(best.col_ind)), 4), ours_acc=round(acc(ours.col_ind), 4),
+           papers_obj=float(best.fun), ours_obj=ours.score, same_matching=bool(np.array_equal(best.col_ind,
+                                                                                            ours.col_ind)),
+           papers_cpu_s=round(t_scipy, 2), ours_cpu_s=round(t_ours, 2), papers_over_ours=round(t_scipy / t_ours, 2),
+           papers_cpu_s_at_n_init_extrapolated=round(t_scipy * n_init / side_restarts, 1), n_init=n_init)
+    del starts
+
+    # side by side, local CKA: the papers' double loop on the known pairs + side_queries queries
+    Xq, Yq = X[n_seeds:n_seeds + side_queries], Y[n_seeds:n_seeds + side_queries]
+    c0 = time.process_time()
+    S_paper = _paper_local_cka(X[:n_seeds], Y[:n_seeds], Xq, Yq)
+    t_paper = time.process_time() - c0
+    sub_X = np.concatenate([X[:n_seeds], Xq])
+    sub_Y = np.concatenate([Y[:n_seeds], Yq])
+    c0 = time.process_time()
+    sub = matching.match(sub_X, sub_Y, "local_cka", seeds, kernel="rbf")
+    t_sub = time.process_time() - c0
+    col_paper = linear_sum_assignment(S_paper, maximize=True)[1]
+    record(section="vlrw", route="side_by_side_local_cka", n_seeds=n_seeds, n_query=side_queries, threads=threads,
+           papers_acc=round(float(np.mean(col_paper == np.arange(side_queries))), 4),
+           ours_acc=round(float(np.mean(sub.col_ind[n_seeds:] - n_seeds == np.arange(side_queries))), 4),
+           papers_cpu_s=round(t_paper, 2), ours_cpu_s=round(t_sub, 4),
+           papers_cpu_s_at_full_extrapolated=round(t_paper * q * q / side_queries ** 2, 1),
+           note="ours: one RBF kernel (median sigma) over the known pairs + these queries; papers': sigma per pair "
+                "subset, as their code")
+
+
 def bench_local_cka(quick: bool, seed: int, naive_rows: int | None) -> None:
     import torch
 
@@ -376,7 +657,7 @@ def bench_real(x: str, y: str, quick: bool, n_seeds: int, n_query: int, splits: 
 def main(argv=None) -> None:
     global OUT
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("section", choices=["faq", "local-cka", "real", "all"])
+    ap.add_argument("section", choices=["faq", "faq-speed", "lap", "vlrw", "local-cka", "real", "all"])
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="seconds; for CI")
     mode.add_argument("--full", action="store_true", help="the grid in benchmarks/README.md")
@@ -404,6 +685,10 @@ def main(argv=None) -> None:
     ap.add_argument("--n-seeds", type=int, default=30)
     ap.add_argument("--n-query", type=int, default=100)
     ap.add_argument("--splits", type=int, default=5)
+    ap.add_argument("--n-items", type=int, default=820, help="vlrw: items (first rows of --x / --y)")
+    ap.add_argument("--n-init", type=int, default=500, help="vlrw: FAQ restarts of our end-to-end run")
+    ap.add_argument("--side-restarts", type=int, default=10, help="vlrw: restarts of the side-by-side FAQ runs")
+    ap.add_argument("--side-queries", type=int, default=40, help="vlrw: queries of the side-by-side local CKA")
     ap.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = ap.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
@@ -417,6 +702,16 @@ def main(argv=None) -> None:
         bench_faq(quick, args.restarts, args.sizes, args.rhos, args.seed, args.peers_max_n, args.pot_max_n,
                   args.graspologic_python, args.threads, args.goat_restarts, args.graspologic_default_max_n,
                   args.goat_max_n, args.repeats)
+    if args.section == "faq-speed":
+        bench_faq_speed(args.sizes, args.restarts, args.rhos, args.seed, args.repeats, quick, args.threads)
+    if args.section == "lap":
+        bench_lap(args.sizes, args.seed, quick)
+    if args.section == "vlrw":
+        if not (args.x and args.y):
+            ap.error("vlrw needs --x and --y")
+        bench_vlrw(args.x, args.y, args.n_items, 320 if args.n_seeds == 30 else args.n_seeds,
+                   10 if quick else args.n_init, 2 if quick else args.side_restarts,
+                   5 if quick else args.side_queries, args.seed, args.threads)
     if args.section in ("local-cka", "all"):
         bench_local_cka(quick, args.seed, args.naive_rows)
     if args.section == "real" or (args.section == "all" and args.x):

@@ -85,10 +85,11 @@ def kernel_matrix(X: Any, kernel: str = "cosine", *, dtype: Any = None, device: 
         K = F @ F.T
         return (K + K.T) / 2
     K = _rbf(X)
-    K = (K + K.T) / 2
     if kernel == "centered_rbf":
         K = K - K.mean(dim=0, keepdim=True) - K.mean(dim=1, keepdim=True) + K.mean()
         norm = torch.linalg.matrix_norm(K)
         if float(norm) > 0:
             K = K / norm
-    return K
+    # symmetrise last: (K + K^T) / 2 is exactly symmetric (floating-point addition commutes), and FAQ takes its
+    # one-product symmetric path only for exactly symmetric matrices; any step after it (centring) would break that
+    return (K + K.T) / 2

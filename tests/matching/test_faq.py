@@ -5,7 +5,7 @@ import itertools
 
 import numpy as np
 import pytest
-from scipy.optimize import quadratic_assignment
+from scipy.optimize import linear_sum_assignment, quadratic_assignment
 
 import matching
 from matching._faq import _two_opt_delta
@@ -306,3 +306,108 @@ def test_assignment_shortcut_equals_scipy_and_skips_only_unique_optima():
     np.testing.assert_array_equal(cols[0], p)
     for k in range(4):
         np.testing.assert_array_equal(cols[k], linear_sum_assignment(G[k], maximize=True)[1])
+
+
+# ---------------------------------------------------------------- the batched engine (issue 16) ------------------
+
+
+def test_batched_random_starts_equal_one_at_a_time_and_scipys_balancing():
+    from scipy.optimize import _qap
+
+    from matching._faq import _random_doubly_stochastic, _random_doubly_stochastic_batch
+
+    m, seeds = 23, np.random.SeedSequence(5).spawn(6)
+    batch = _random_doubly_stochastic_batch(np.empty((6, m, m)), [np.random.default_rng(s) for s in seeds])
+    for k, s in enumerate(seeds):
+        np.testing.assert_array_equal(batch[k], _random_doubly_stochastic(m, np.random.default_rng(s)))
+        # the same draw and the same balancing as scipy's P0="randomized" (private helper; compared to 1e-12)
+        ref = _qap._doubly_stochastic(np.random.default_rng(s).uniform(size=(m, m)))
+        np.testing.assert_allclose(batch[k], ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(batch.sum(axis=1), 1, atol=1e-3)
+    np.testing.assert_allclose(batch.sum(axis=2), 1, atol=1e-3)
+
+
+@pytest.mark.parametrize("kernel", ["centered_rbf", "rbf", "cosine", "linear"])
+def test_kernels_are_exactly_symmetric_at_the_size_that_broke_it(kernel):
+    X = np.random.default_rng(0).normal(size=(820, 16))
+    K = matching.kernel_matrix(X, kernel)
+    import torch
+
+    assert torch.equal(K, K.T)  # FAQ's symmetric (one product per iteration) path tests exactly this
+
+
+def test_lap_backends_agree_where_the_optimum_is_unique():
+    pytest.importorskip("lap")
+    from matching._faq import _solve_min, _lap_solver
+
+    rng = np.random.default_rng(1)
+    for m in (2, 7, 40, 150):
+        for _ in range(5):
+            G = rng.normal(size=(m, m))  # continuous: the optimum is unique with probability one
+            ref = linear_sum_assignment(G)[1]
+            np.testing.assert_array_equal(_solve_min(G, _lap_solver("lapjv")), ref)
+            np.testing.assert_array_equal(_solve_min(G, _lap_solver("lapjv"), projection=True), ref)
+    # and whole FAQ runs give the same answer with either solver on weighted (tie-free) inputs
+    A, B = _weighted(40, rng), _weighted(40, rng)
+    seeds = np.array([[0, 2], [5, 9], [7, 1]])
+    a = matching.faq(A, B, seeds, n_init=6, rng=3, lap_solver="lapjv")
+    b = matching.faq(A, B, seeds, n_init=6, rng=3, lap_solver="scipy")
+    np.testing.assert_array_equal(a.col_ind, b.col_ind)
+    assert a.score == pytest.approx(b.score, rel=1e-12)
+
+
+def test_scipy_solver_follows_scipys_path_on_tied_graphs():
+    """lap_solver="scipy" keeps scipy's tie-breaking: the unique-argmin shortcut then needs strict row minima."""
+    rng = np.random.default_rng(2)
+    A, B = correlated_graphs(40, 0.4, 0.9, rng)  # 0/1 graphs: tied gradients
+    seeds = np.stack([np.arange(4), np.arange(4)], axis=1)
+    ours = matching.faq(A, B, seeds, lap_solver="scipy")
+    ref = _scipy_max(A, B, seeds)
+    np.testing.assert_array_equal(ours.col_ind, ref.col_ind)
+    assert ours.n_iter == ref.nit
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_memory_budget_and_batch_size_do_not_change_results(symmetric):
+    from matching._faq import restart_batch
+
+    rng = np.random.default_rng(6)
+    A, B = _weighted(30, rng, symmetric), _weighted(30, rng, symmetric)
+    seeds = np.array([[0, 1], [3, 3]])
+    ref = matching.faq(A, B, seeds, n_init=9, rng=4)
+    m = 28
+    for budget in (1, 6 * m * m * 8 * 2, 6 * m * m * 8 * 4, 1 << 30):
+        res = matching.faq(A, B, seeds, n_init=9, rng=4, memory_budget=budget)
+        np.testing.assert_array_equal(res.col_ind, ref.col_ind)
+        assert res.score == ref.score and res.n_iter == ref.n_iter
+    assert restart_batch(9, m, 6, 8, 1) == 1 and restart_batch(9, m, 6, 8, 6 * m * m * 8 * 4) == 4
+    assert restart_batch(9, m, 6, 8, 1 << 30) == 9
+
+
+def test_low_rank_engine_independent_of_batch_size(paired_features):
+    X, Y = paired_features
+    seeds = np.array([[0, 0], [1, 1], [2, 2]])
+    a = matching.match(X, Y, "faq", seeds, rng=0, n_init=7, low_rank=True, batch_size=7)
+    b = matching.match(X, Y, "faq", seeds, rng=0, n_init=7, low_rank=True, batch_size=2)
+    np.testing.assert_array_equal(a.col_ind, b.col_ind)
+    assert a.score == b.score
+
+
+def test_product_first_and_gather_paths_agree(monkeypatch):
+    from matching import _faq
+
+    rng = np.random.default_rng(8)
+    A, B = _weighted(45, rng), _weighted(45, rng)
+    seeds = np.array([[0, 4], [2, 2]])
+    first = matching.faq(A, B, seeds, n_init=5, rng=1)
+    monkeypatch.setattr(_faq, "PRODUCT_FIRST_MAX_M", 0)
+    gather = matching.faq(A, B, seeds, n_init=5, rng=1)
+    np.testing.assert_array_equal(first.col_ind, gather.col_ind)
+    assert first.score == pytest.approx(gather.score, rel=1e-12)
+
+
+def test_bad_engine_options_get_a_clear_error():
+    with pytest.raises(ValueError, match="unknown lap_solver 'fast'"):
+        matching.faq(np.eye(4), np.eye(4), lap_solver="fast")
+    with pytest.raises(ValueError, match="`memory_budget` must be >= 1"):
+        matching.faq(np.eye(4), np.eye(4), memory_budget=0)
