@@ -8,24 +8,24 @@ import numpy as np
 import pytest
 
 sklearn = pytest.importorskip("sklearn")
-from sklearn.base import clone  # noqa: E402
-from sklearn.model_selection import GridSearchCV, KFold  # noqa: E402
-from sklearn.pipeline import Pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from align.evaluation import retrieval_metrics  # noqa: E402
-from projectors import TrainedProjector, list_projectors, make_projector  # noqa: E402
+from align.evaluation import retrieval_metrics
+from projectors import TrainedProjector, list_projectors, make_projector
 
 # small, fast settings for the trained kinds (the checks fit dozens of times on tiny data: no held-out split)
-FAST = dict(max_epochs=2, batch_size=32, val_fraction=0.0, device="cpu", amp=False)
+FAST = {"max_epochs": 2, "batch_size": 32, "val_fraction": 0.0, "device": "cpu", "amp": False}
 SETTINGS = {
-    "mlp": dict(hidden_dim=8, **FAST),
-    "glu": dict(hidden_dim=8, **FAST),
+    "mlp": {"hidden_dim": 8, **FAST},
+    "glu": {"hidden_dim": 8, **FAST},
     # scikit-learn's checks give a target Y of one column (multi-output tag, single_output=False): k <= min(d_x, d_y)
-    "cca": dict(n_components=1, reg=1e-3),
+    "cca": {"n_components": 1, "reg": 1e-3},
 }
-EXTRA = [("linear", dict(solver="trained", **FAST)), ("mlp", dict(hidden_dim=8, project_y=True, out_dim=3, **FAST))]
+EXTRA = [("linear", {"solver": "trained", **FAST}), ("mlp", {"hidden_dim": 8, "project_y": True, "out_dim": 3, **FAST})]
 
 # Checks that cannot hold exactly, with the reason (marked xfail, not strict: they pass on most BLAS builds).
 _FLOAT32 = ("the trained heads run in float32 (torch): the product of a batch and of a sub-batch or permuted batch "
@@ -120,7 +120,7 @@ def test_grid_search_tunes_alpha_by_held_out_r_at_1():
 
 
 @pytest.mark.parametrize("kind,params", [("mlp", SETTINGS["mlp"]), ("glu", SETTINGS["glu"]), ("linear", {}),
-                                         ("cca", dict(n_components=4)), ("subspace", {})])
+                                         ("cca", {"n_components": 4}), ("subspace", {})])
 def test_pickle_round_trip_of_fitted_projectors(kind, params):
     X, Y = _pairs(n=80)
     proj = make_projector(kind, **params).fit(X.astype(np.float32), Y.astype(np.float32))
