@@ -3,7 +3,8 @@
 ``match(X, Y, method=…, partial_match=…, rng=…) -> MatchResult`` is the front door; the solvers are also exported
 flat (POT style): ``faq`` (seeded FAQ / GOAT on square matrices, restarts batched in torch), ``local_cka``,
 ``gromov_wasserstein``, ``entropic_gw``, ``fused_gw``, ``procrustes``, ``lstsq``, ``relative``, ``asif``;
-``kernel_matrix`` builds the kernels; ``evaluate`` runs the base/query protocol of Maniparambil et al. (CVPR 2024).
+``kernel_matrix`` builds the kernels; ``evaluate`` runs the base/query protocol of Maniparambil et al. (CVPR 2024);
+``quadratic_assignment`` is scipy's call of the same name and options, solved by ``faq``.
 """
 from ._api import list_methods, local_cka, match
 from ._evaluate import EvaluationResult, evaluate
@@ -11,6 +12,7 @@ from ._faq import faq
 from ._kernels import KERNELS, kernel_matrix
 from ._linear import asif, lstsq, procrustes, relative
 from ._ot import entropic_gw, fused_gw, gromov_wasserstein
+from ._qap import quadratic_assignment
 from ._result import MatchResult
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "evaluate",
     "EvaluationResult",
     "faq",
+    "quadratic_assignment",
     "local_cka",
     "gromov_wasserstein",
     "entropic_gw",

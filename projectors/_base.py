@@ -21,6 +21,8 @@ import numpy as np
 
 from align._validation import InputTypeError, check_array, check_choice, is_torch
 
+from ._sklearn import SklearnConventions, sklearn_input
+
 log = logging.getLogger(__name__)
 
 FORMAT = "unialign.projector"
@@ -57,8 +59,9 @@ def _primitive(value: Any) -> Any:
     return None
 
 
-class Projector:
-    """Base class: parameters, fitted checks, numpy/torch round trip, save/load."""
+class Projector(SklearnConventions):
+    """Base class: parameters, fitted checks, numpy/torch round trip, save/load; scikit-learn's conventions
+    (tags, ``score``, pickling) come from :class:`projectors._sklearn.SklearnConventions`."""
 
     kind: ClassVar[str] = "base"
     description: ClassVar[str] = ""
@@ -83,8 +86,8 @@ class Projector:
                 break
         return names
 
-    def get_params(self) -> dict:
-        """The constructor parameters (scikit-learn's ``get_params(deep=False)``)."""
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor parameters (no parameter is itself an estimator, so ``deep`` changes nothing)."""
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params) -> Projector:
@@ -109,14 +112,15 @@ class Projector:
     def _check_input(self, X: Any, side: str):
         self._check_fitted()
         name = "X" if side == "x" else "Y"
-        X = check_array(X, name)
+        X = check_array(sklearn_input(X, name, target=side == "y"), name)
         expected = self.n_features_in_ if side == "x" else self.n_features_y_
         if X.shape[1] != expected:
             spec = (getattr(self, "metadata_", None) or {}).get("x_encoder" if side == "x" else "y_encoder")
             made_by = f" ({spec!r} features)" if spec else ""
             raise ValueError(
-                f"`{name}` has {X.shape[1]} features but this {self.kind!r} projector was fitted on {expected}"
-                f"{made_by}; use features from the same encoder (and layer) it was trained on"
+                f"{name} has {X.shape[1]} features, but {type(self).__name__} is expecting {expected} features as "
+                f"input: this {self.kind!r} projector was fitted on {expected}{made_by}; use features from the same "
+                "encoder (and layer) it was trained on"
             )
         return X
 
@@ -141,7 +145,10 @@ class Projector:
         """Map Y (n, d_y) into the shared space (n, d_out); the identity for one-sided kinds."""
         return self._apply(Y, "y")
 
-    def fit_transform(self, X: Any, Y: Any, **fit_params):
+    def fit_transform(self, X: Any, Y: Any = None, **fit_params):
+        """``fit(X, Y).transform(X)`` (``y=`` is accepted as scikit-learn's name for ``Y``)."""
+        if Y is None:
+            Y = fit_params.pop("y", None)
         return self.fit(X, Y, **fit_params).transform(X)
 
     def _transform_torch(self, X, side: str):  # pragma: no cover - abstract

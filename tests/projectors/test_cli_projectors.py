@@ -75,7 +75,7 @@ def test_errors_are_one_line(files):
                          "--out", str(files / "p.pt")])
     r = runner.invoke(main, ["retrieve", "--projector", str(files / "p.pt"), "--x", str(files / "yg.npy"),
                              "--y", str(files / "yg.npy")])
-    assert r.exit_code == 1 and "has 8 features but this 'linear' projector was fitted on 10" in r.stderr
+    assert r.exit_code == 1 and "this 'linear' projector was fitted on 10" in r.stderr
     (files / "bad.pt").write_bytes(b"\x00" * 50)
     r = runner.invoke(main, ["retrieve", "--projector", str(files / "bad.pt"), "--x", str(files / "xq.npy"),
                              "--y", str(files / "yg.npy")])

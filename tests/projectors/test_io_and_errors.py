@@ -48,7 +48,7 @@ def test_save_load_round_trip(kind, data, tmp_path):
                            "config": {"note": "test"}}
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary file
     # dims that don't match the loaded projector
-    with pytest.raises(ValueError, match="has 6 features but this .* projector was fitted on 7"):
+    with pytest.raises(ValueError, match="has 6 features, but .* this .* projector was fitted on 7"):
         q.transform(X[:, :6])
 
 
