@@ -1,7 +1,7 @@
 """clip_benchmark runs unchanged on a stitched pair and gives unialign's own numbers.
 
 The model is built from a projector checkpoint alone (``align.app.clip_model.load_clip``). Zero-shot classification
-is compared with what ``unialign zeroshot`` computes (``align.stitch.zero_shot_classify`` on the same images and
+is compared with what ``unialign zeroshot`` computes (``align.app.zeroshot.zero_shot_classify`` on the same images and
 classes), retrieval with what ``unialign retrieve`` computes (``align.evaluation.retrieval_metrics``).
 """
 from __future__ import annotations
@@ -21,18 +21,7 @@ from align.data import load_dataset
 from align.encoders import load_encoder
 from align.evaluation import build_zero_shot_classifier, retrieval_metrics
 
-try:
-    from align.stitch import (
-        dataset_labels_for_classes,
-        load_stitched,
-        zero_shot_classify,
-    )
-except ImportError:  # pragma: no cover - the stitch module is moving into align.app
-    from align.app.stitch import (
-        dataset_labels_for_classes,
-        load_stitched,
-        zero_shot_classify,
-    )
+from align.app.zeroshot import dataset_labels_for_classes, load_stitched, zero_shot_classify
 
 
 def _topk_accuracy(output, target, topk=(1,)):
@@ -89,7 +78,7 @@ def image_setup(tmp_path_factory):
 
 def _unialign_zeroshot(setup):
     """What `unialign zeroshot --projector P --images DIR --classes FILE --template T` computes."""
-    stitched = load_stitched(setup["path"], load_projector=projectors.load_projector)
+    stitched = load_stitched(setup["path"])
     dataset = load_dataset(f"imagefolder:{setup['root']}")
     names = setup["classes"]
     C = build_zero_shot_classifier(stitched.target_encoder(), names, [TEMPLATE])

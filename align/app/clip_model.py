@@ -230,19 +230,16 @@ def load_clip(
     import projectors
     from align.encoders import load_encoder
 
-    try:
-        from align.stitch import load_stitched
-    except ImportError:  # pragma: no cover - the stitch module may move into align.app
-        from align.app.stitch import load_stitched
+    from .zeroshot import load_stitched
 
     options = dict(encoder_options)
     if device is not None:
         options["device"] = device
-    # read once; a checkpoint trained on other encoders than the ones asked for is refused here
+    # the recorded source encoder decides which options apply; a checkpoint trained on other encoders than the
+    # ones asked for is refused here, before any model loads
     projector = projectors.load_projector(path, x_encoder=encoder, y_encoder=target)
     source = encoder or (projector.metadata_ or {}).get("x_encoder")
-    stitched = load_stitched(path, load_projector=lambda _: projector, encoder=encoder, target=target,
-                             **_accepted(source, options))
+    stitched = load_stitched(path, encoder=encoder, target=target, **_accepted(source, options))
     if not stitched.target:
         raise ValueError(f"projector {str(path)!r} records no target encoder; pass target=SPEC, or refit it with "
                          "`unialign fit --y-encoder SPEC`")
