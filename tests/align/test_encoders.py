@@ -196,10 +196,12 @@ def test_timm_vit_final_matches_model_head_and_token_pooling(images):
     with torch.inference_mode():
         tokens = enc.model.forward_features(x)
         head = enc.model.forward_head(tokens, pre_logits=True)
-    assert_allclose(enc.encode(images, batch_size=2), head.numpy(), rtol=1e-5, atol=1e-6)
+    # float32 forward passes at another batch size take other BLAS blockings (and thread splits): agreement to
+    # float32 rounding of a 12-block model (~1e-5 absolute here), not bit equality
+    assert_allclose(enc.encode(images, batch_size=2), head.numpy(), rtol=1e-4, atol=1e-5)
     by_pool = {p: _vit(pooling=p).encode(images) for p in ("cls", "mean", "cls+mean")}
-    assert_allclose(by_pool["cls"], tokens[:, 0].numpy(), rtol=1e-5, atol=1e-6)
-    assert_allclose(by_pool["mean"], tokens[:, 1:].mean(1).numpy(), rtol=1e-5, atol=1e-6)
+    assert_allclose(by_pool["cls"], tokens[:, 0].numpy(), rtol=1e-4, atol=1e-5)
+    assert_allclose(by_pool["mean"], tokens[:, 1:].mean(1).numpy(), rtol=1e-4, atol=1e-5)
     assert_allclose(by_pool["cls+mean"], np.concatenate([by_pool["cls"], by_pool["mean"]], 1), rtol=1e-6)
     assert _vit(pooling="cls+mean").dim == 2 * 192
 
