@@ -29,7 +29,7 @@ def format_warning(message: Warning | str) -> str:
     return f"warning: {text}"
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     stream = file if file is not None else sys.stderr
     try:
         stream.write(format_warning(message) + "\n")

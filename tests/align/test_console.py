@@ -142,7 +142,7 @@ def _cli(*args, env_extra=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="", **(env_extra or {}))
     env.pop(_console._HF_BARS_ENV, None)
     return subprocess.run([sys.executable, "-m", "align.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+                          cwd=ROOT, timeout=300, check=False)
 
 
 def test_cli_biased_cka_warning_is_one_line(tmp_path):
