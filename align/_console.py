@@ -29,7 +29,7 @@ def format_warning(message: Warning | str) -> str:
     return f"warning: {text}"
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     stream = file if file is not None else sys.stderr
     try:
         stream.write(format_warning(message) + "\n")
@@ -69,26 +69,26 @@ class _EpochFormatter(logging.Formatter):
         return "fit: " + record.getMessage()
 
 
-def _hf_bars(enable: bool) -> None:
-    """Switch the progress bars of the Hugging Face packages already imported (the environment variable covers the
-    ones imported later)."""
+def _hf_state() -> tuple[bool | None, bool | None]:
+    """(huggingface_hub bars on, transformers bars on); None for a package not imported yet."""
+    hub = sys.modules.get("huggingface_hub.utils")
+    tf = sys.modules.get("transformers.utils.logging")
+    return (None if hub is None else not hub.are_progress_bars_disabled(),
+            None if tf is None else bool(tf.is_progress_bar_enabled()))
+
+
+def _set_hf_bars(hub_on: bool | None, tf_on: bool | None) -> None:
+    """Switch the bars of the Hugging Face packages already imported (None: leave that one alone)."""
     # huggingface_hub reads the variable once, at import: one imported while it was set warns that it "has priority"
     # when asked to enable its bars again (transformers asks it too) and keeps them off; nothing else can be done
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hub = sys.modules.get("huggingface_hub.utils")
-        if hub is not None:
-            (hub.enable_progress_bars if enable else hub.disable_progress_bars)()
+        if hub is not None and hub_on is not None:
+            (hub.enable_progress_bars if hub_on else hub.disable_progress_bars)()
         tf = sys.modules.get("transformers.utils.logging")
-        if tf is not None:
-            (tf.enable_progress_bar if enable else tf.disable_progress_bar)()
-
-
-def _hf_bars_on() -> bool:
-    if os.environ.get(_HF_BARS_ENV) is not None:
-        return False
-    hub = sys.modules.get("huggingface_hub.utils")
-    return hub is None or not hub.are_progress_bars_disabled()
+        if tf is not None and tf_on is not None:
+            (tf.enable_progress_bar if tf_on else tf.disable_progress_bar)()
 
 
 #: Loggers whose INFO records are a command's progress, shown on stderr without ``-v`` (``{command: loggers}``).
@@ -135,10 +135,14 @@ def install(verbose: int = 0, command: str | None = None) -> Callable[[], None]:
             lg.setLevel(logging.INFO)
             lg.propagate = False  # its warnings still show: this handler prints every level, as one line
 
-    silenced = verbose < 1 and _hf_bars_on()
-    if silenced:
+    # HF_HUB_DISABLE_PROGRESS_BARS=0 set by the user asks for the bars: keep them
+    silenced = verbose < 1 and os.environ.get(_HF_BARS_ENV) != "0"
+    set_env = silenced and _HF_BARS_ENV not in os.environ
+    hub_before, tf_before = _hf_state()
+    if set_env:
         os.environ[_HF_BARS_ENV] = "1"
-        _hf_bars(False)
+    if silenced:
+        _set_hf_bars(False, False)
 
     def restore() -> None:
         warnings.showwarning = saved_show
@@ -149,8 +153,11 @@ def install(verbose: int = 0, command: str | None = None) -> Callable[[], None]:
             lg.removeHandler(h)
             lg.setLevel(level)
             lg.propagate = propagate
-        if silenced:
+        if set_env:
             os.environ.pop(_HF_BARS_ENV, None)
-            _hf_bars(True)
+        if silenced:  # back to what they were; a package imported meanwhile gets its default (on, unless env says)
+            default = os.environ.get(_HF_BARS_ENV) is None
+            _set_hf_bars(default if hub_before is None else hub_before,
+                         (default and hub_before is not False) if tf_before is None else tf_before)
 
     return restore

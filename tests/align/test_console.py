@@ -110,19 +110,24 @@ def test_warning_log_record_is_one_line():
 
 
 def test_install_silences_hf_progress_bars_and_restores_them(monkeypatch):
+    tf = pytest.importorskip("transformers.utils.logging")
     monkeypatch.delenv(_console._HF_BARS_ENV, raising=False)
+    with warnings.catch_warnings():  # huggingface_hub may refuse ("has priority"): only transformers' flag matters
+        warnings.simplefilter("ignore")
+        tf.enable_progress_bar()  # as a fresh process has it (an earlier in-process command may have left it off)
+    before = _console._hf_state()
     restore = _console.install(0)
     try:
         assert os.environ[_console._HF_BARS_ENV] == "1"
-        tf = sys.modules.get("transformers.utils.logging")
-        if tf is not None:
-            assert not tf.is_progress_bar_enabled()
+        assert _console._hf_state() == (False, False)
+        assert not tf.is_progress_bar_enabled()
     finally:
         restore()
     assert _console._HF_BARS_ENV not in os.environ
+    assert _console._hf_state() == before and tf.is_progress_bar_enabled()
     restore = _console.install(1)  # -v: third-party bars stay
     try:
-        assert _console._HF_BARS_ENV not in os.environ
+        assert _console._HF_BARS_ENV not in os.environ and tf.is_progress_bar_enabled()
     finally:
         restore()
 
@@ -137,7 +142,7 @@ def _cli(*args, env_extra=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="", **(env_extra or {}))
     env.pop(_console._HF_BARS_ENV, None)
     return subprocess.run([sys.executable, "-m", "align.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+                          cwd=ROOT, timeout=300, check=False)
 
 
 def test_cli_biased_cka_warning_is_one_line(tmp_path):
