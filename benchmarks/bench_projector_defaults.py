@@ -22,6 +22,7 @@ Usage::
     python benchmarks/bench_projector_defaults.py multi30k --features /work/feats --out m30k_defaults.json
     python benchmarks/bench_projector_defaults.py imagenet --images img.npy --prompts prompts.npy --wnids photos/
 """
+# ruff: noqa: B023 - every lambda below is called at once, inside its loop iteration
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -74,11 +75,11 @@ def multi30k(args) -> list[dict]:
 
     torch.set_num_threads(1)
     feats = Path(args.features)
-    load = lambda name: np.load(feats / f"m30k_{name}.npy", mmap_mode="r")  # noqa: E731
+    load = lambda name: np.load(feats / f"m30k_{name}.npy", mmap_mode="r")
     Xall, Yall = load("train_en_minilm"), load("train_en_e5passage")
     Xq, Yg = np.asarray(load("test_en_minilm")), np.asarray(load("test_de_e5passage"))
     rows: list[dict] = []
-    want = lambda k: not args.kinds or k in args.kinds  # noqa: E731
+    want = lambda k: not args.kinds or k in args.kinds
     for n in args.sizes:
         X, Y = np.asarray(Xall[:n]), np.asarray(Yall[:n])
         base = {"task": "multi30k", "n_train": n, "threads": torch.get_num_threads()}

@@ -23,11 +23,10 @@ def _planted(seed, n=400, dx=30, dy=20, noise=0.05, offset=True):
 
 
 def test_auto_alpha_recovers_a_planted_map():
-    X, Y, W, b = _planted(0)
+    X, Y, W, _ = _planted(0)
     p = make_projector("linear").fit(X, Y)
     assert p.alpha == "auto" and p.alpha_ >= 0
     assert_allclose(p.coef_, W, atol=0.02)
-    Xt, Yt, _, _ = _planted(0, n=200)  # the same map (same seed) on other rows would differ: reuse the rows
     assert retrieval_metrics(p.transform(X[:200]), Y[:200], ks=(1,)).recall_at(1) == 1.0
     curve = p.alpha_curve_
     assert curve["relative_alphas"][0] == 0.0 and len(curve["mean"]) == len(curve["alphas"])
@@ -72,7 +71,7 @@ def test_zero_alpha_is_minimum_norm_least_squares():
 
 def test_dual_and_primal_forms_agree():
     X, Y, _, _ = _planted(3, n=25, dx=30)
-    Wd, bd = ridge_fit(X, Y, alpha=2.0)  # n < d: dual
+    Wd, _ = ridge_fit(X, Y, alpha=2.0)  # n < d: dual
     Xc, Yc = X - X.mean(0), Y - Y.mean(0)
     Wp = np.linalg.solve(Xc.T @ Xc + 2.0 * np.eye(X.shape[1]), Xc.T @ Yc)
     assert_allclose(Wd.numpy(), Wp, atol=1e-9)
@@ -186,7 +185,7 @@ def test_split_pairs_is_deterministic_and_keeps_groups_together():
     tr, va = split_pairs(100, groups, 0.2, rng=0)
     assert not set(groups[tr]) & set(groups[va]) and len(set(groups[va])) == 5
     assert all(np.array_equal(x, y) for x, y in zip(split_by_group(100, groups, 0.2, 0), (tr, va)))
-    tr2, va2 = split_pairs(100, fraction=0.2, rng=np.random.default_rng(0))
+    _, va2 = split_pairs(100, fraction=0.2, rng=np.random.default_rng(0))
     assert len(va2) == 20
     assert split_pairs(10, fraction=0.0)[1] is None
     with pytest.raises(ValueError, match="too few"):
