@@ -28,7 +28,7 @@ __all__ = ["quadratic_assignment"]
 # options of scipy's method="faq" and unialign's extras (passed on to matching.faq)
 _SCIPY_OPTIONS = ("maximize", "partial_match", "rng", "P0", "shuffle_input", "maxiter", "tol")
 _EXTRA_OPTIONS = ("n_init", "two_opt", "two_opt_max_iter", "transport", "transport_reg", "transport_max_iter",
-                  "transport_tol", "batch_size", "device", "dtype")
+                  "transport_tol", "batch_size", "device", "dtype", "lap_solver")
 
 
 def _as_numpy(M: Any) -> np.ndarray:
@@ -166,6 +166,10 @@ def quadratic_assignment(A: Any, B: Any, method: str = "faq", options: dict | No
             GOAT's entropic-transport direction instead of the assignment step (Saad-Eldin et al. 2021).
         device, dtype, batch_size
             Where and in what precision the products run (a CUDA device for large n), restarts per batch.
+        lap_solver : {"scipy", "lapjv", "auto"}, default "scipy"
+            The linear assignment of each step. A drop-in follows scipy's own choice among tied assignments, so the
+            default is scipy's ``linear_sum_assignment``; ``"lapjv"`` (the ``lapx`` package) is faster at large n
+            but breaks ties differently, so its iterates may differ from scipy's where the gradient has ties.
 
         Unknown options are ignored with an ``OptimizeWarning``, as in scipy.
 
@@ -282,6 +286,7 @@ def quadratic_assignment(A: Any, B: Any, method: str = "faq", options: dict | No
     for r in range(1, n_init):
         starts[r] = _randomized_start(m, rng)
     extras = {key: options[key] for key in _EXTRA_OPTIONS if key in options and key != "n_init"}
+    extras.setdefault("lap_solver", "scipy")  # scipy's tie-breaking, so scipy's iterates (see the docstring)
     Af = np.asarray(A, dtype=np.float64)
     res = faq(Af if maximize else -Af, np.asarray(Bw, dtype=np.float64), pm_w, n_init=n_init,
               init=starts if n_init > 1 else starts[0], max_iter=maxiter, tol=float(tol), **extras)
