@@ -43,8 +43,8 @@ class _Operand:
 
     def reordered(self, order) -> "_Operand":
         if self.dense is not None:
-            return _Operand(dense=self.dense[order[:, None], order[None, :]])
-        return _Operand(factor=self.factor[order])
+            return _Operand(dense=self.dense.index_select(0, order).index_select(1, order))
+        return _Operand(factor=self.factor.index_select(0, order))
 
     def is_symmetric(self) -> bool:
         import torch
@@ -745,7 +745,8 @@ def faq(
     partial_match : int array of shape (k, 2), optional
         Known pairs ``(i, j)``: row ``i`` of ``A`` is item ``j`` of ``B``. Any order.
     n_init : int, default 1
-        Restarts, run together in batches (one tensor of shape ``(batch, m, m)``); the best by objective wins.
+        Restarts, run together in batches (buffers of shape ``(batch, m, m)``, see ``memory_budget``); the best by
+        objective wins (the first of equals).
     init : {"auto", "barycenter", "randomized"} or array of shape (m, m) or (n_init, m, m)
         Start of each restart. ``"barycenter"``: all entries ``1/m``. ``"randomized"``: ``(J + K) / 2`` with ``J``
         the barycenter and ``K`` a random doubly stochastic matrix (scipy's ``P0="randomized"``). ``"auto"``: the
@@ -799,12 +800,19 @@ def faq(
     the step :math:`P \leftarrow (1-t)P + tQ`, :math:`A P B^\top \leftarrow (1-t) A P B^\top + t\, A Q B^\top`, and
     for a permutation ``Q`` the term :math:`A Q B^\top` is a row gather of :math:`B^\top` and one product. The
     step size needs no product: :math:`\langle A D B^\top, D\rangle` for ``D = Q - P`` comes from the kept
-    products and gathers, so the last iteration (step 0) costs only its assignment. When the matrices are kernels
-    ``F F^T`` of ``n x d`` features (see :func:`matching.match`), the products cost :math:`O(m^2 d)` instead of
-    :math:`O(m^3)`. The assignment (scipy's ``linear_sum_assignment``, :math:`O(m^3)`) is skipped when every row of
-    the gradient has a strict maximum in a distinct column: that is the unique optimum, the one scipy would return.
-    With ``transport=True`` each step runs Sinkhorn on the dense ``Q`` instead, and the products with ``Q`` are
-    full products (no gather).
+    products and gathers, and :math:`\langle C, P\rangle`, :math:`\langle A P B^\top, P\rangle`,
+    :math:`\lVert P\rVert^2` follow from the step by recurrences, so the last iteration (step 0) costs only its
+    assignment; up to :data:`PRODUCT_FIRST_MAX_M` free items the product comes first and the quadratic term is a
+    gather of it. The objective of each answer comes from the same gathers. When the matrices are kernels
+    ``F F^T`` of ``n x d`` features (see :func:`matching.match`), the solver keeps the ``d x d`` core
+    ``F^T P G`` instead of ``A P B^T`` and the products cost :math:`O(m^2 d)` instead of :math:`O(m^3)`. The
+    restarts of a batch share buffers allocated once per call (``memory_budget``); the random starts of a batch
+    are balanced together. The assignment (:math:`O(m^3)`) is skipped when the gradient's row maxima lie in
+    distinct columns (for ``lap_solver="scipy"`` also strict: then it is the unique optimum, the one scipy would
+    return). The one-product symmetric path is taken for exactly symmetric inputs (``torch.equal(A, A.T)``);
+    :func:`matching.kernel_matrix` returns such matrices. With ``transport=True`` each step runs Sinkhorn on the
+    dense ``Q`` instead, and the products with ``Q`` are full products (no gather). Speed and memory against scipy:
+    benchmarks/README.md.
 
     References
     ----------

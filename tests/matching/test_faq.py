@@ -338,7 +338,7 @@ def test_kernels_are_exactly_symmetric_at_the_size_that_broke_it(kernel):
 
 def test_lap_backends_agree_where_the_optimum_is_unique():
     pytest.importorskip("lap")
-    from matching._faq import _solve_min, _lap_solver
+    from matching._faq import _lap_solver, _solve_min
 
     rng = np.random.default_rng(1)
     for m in (2, 7, 40, 150):
