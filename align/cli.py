@@ -872,7 +872,7 @@ def experiment_runners():
     from .experiment import Runners
 
     return Runners(match_evaluate=matching.evaluate, match=matching.match, make_projector=projectors.make_projector,
-                   matching_methods=tuple(matching.list_methods()),
+                   matching_methods=tuple(m.name for m in matching.list_methods()),
                    projector_kinds=tuple(p["kind"] for p in projectors.list_projectors()),
                    check_match_params=check_method_params)
 
