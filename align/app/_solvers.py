@@ -18,19 +18,9 @@ __all__ = ["min_known_pairs", "split_pairs"]
 def min_known_pairs(method: str, params: dict) -> int:
     """Check ``method`` and its parameters (names, and values where matching checks them); return the minimum number
     of known pairs it needs. Raises ``ValueError`` (or a subclass) naming the parameter."""
-    check = getattr(matching, "check_params", None)
-    if check is not None:
-        return int(check(method, **params).min_known_pairs)
-    from matching._api import check_method_params  # known exception until matching.check_params lands
-
-    return int(check_method_params(method, params)[1])
+    return int(matching.check_params(method, **params).min_known_pairs)
 
 
 def split_pairs(n: int, groups: Any = None, fraction: float = 0.1, rng: Any = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """Rows for fitting and for validation (all rows of one group on one side); ``(all rows, None)`` for 0."""
-    split = getattr(projectors, "split_pairs", None)
-    if split is not None:
-        return split(n, groups, fraction=fraction, rng=rng)
-    from projectors._neural import split_by_group  # known exception until projectors.split_pairs lands
-
-    return split_by_group(n, groups, fraction, rng)
+    return projectors.split_pairs(n, groups, fraction=fraction, rng=rng)

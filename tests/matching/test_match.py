@@ -15,7 +15,15 @@ SEEDED = {"faq": {"n_init": 4}, "local_cka": {}, "gw": {}, "entropic_gw": {}, "f
 
 
 def test_list_methods():
-    assert matching.list_methods() == list(SEEDED)
+    infos = matching.list_methods()
+    assert [m.name for m in infos] == list(SEEDED) == list(matching.METHODS)
+    assert all(isinstance(m, matching.MethodInfo) for m in infos)
+    d = {m.name: m.to_dict() for m in infos}
+    assert d["faq"]["min_known_pairs"] == 0 and "kernels" in d["faq"]["needs"] and d["faq"]["stochastic"]
+    assert d["procrustes"]["min_known_pairs"] == 2 and "known pairs" in d["procrustes"]["needs"]
+    assert d["faq"]["params"]["n_init"] == 1 and "O(" in d["gw"]["cost"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        infos[0].name = "x"
 
 
 @pytest.mark.parametrize("method", list(SEEDED))
@@ -130,7 +138,7 @@ def test_nan_and_wrong_shapes_are_rejected(paired_features):
 
 def test_evaluate_protocol_on_a_planted_isometry(paired_features):
     X, Y = paired_features
-    res = matching.evaluate(X, Y, "local_cka", n_seeds=10, n_query=30, n_splits=3, rng=0)
+    res = matching.evaluate(X, Y, "local_cka", n_known=10, n_query=30, n_splits=3, rng=0)
     assert res.accuracy >= 0.95 and len(res.accuracies) == 3
     assert res.accuracy == pytest.approx(np.mean(res.accuracies))
     r = res.recall
@@ -141,30 +149,31 @@ def test_evaluate_protocol_on_a_planted_isometry(paired_features):
 
 def test_evaluate_on_unrelated_features_is_near_chance(rng):
     X, Y = rng.normal(size=(80, 5)), rng.normal(size=(80, 5))
-    res = matching.evaluate(X, Y, "relative", n_seeds=10, n_query=40, n_splits=3, rng=0)
+    res = matching.evaluate(X, Y, "relative", n_known=10, n_query=40, n_splits=3, rng=0)
     assert res.accuracy < 0.2
 
 
 def test_evaluate_kmeans_seeds_and_scoreless_methods(paired_features):
     X, Y = paired_features
-    res = matching.evaluate(X, Y, "faq", n_seeds=8, n_query=30, n_splits=2, seed_selection="kmeans", rng=0, n_init=3)
-    assert res.recall is None and res.seed_selection == "kmeans"
+    res = matching.evaluate(X, Y, "faq", n_known=8, n_query=30, n_splits=2, known_selection="kmeans", rng=0,
+                              n_init=3)
+    assert res.recall is None and res.known_selection == "kmeans"
     assert res.accuracy >= 0.9
 
 
 def test_evaluate_is_reproducible(paired_features):
     X, Y = paired_features
-    a = matching.evaluate(X, Y + 0.5 * np.random.default_rng(0).normal(size=Y.shape), "faq", n_seeds=5,
+    a = matching.evaluate(X, Y + 0.5 * np.random.default_rng(0).normal(size=Y.shape), "faq", n_known=5,
                           n_query=30, n_splits=2, rng=3)
-    b = matching.evaluate(X, Y + 0.5 * np.random.default_rng(0).normal(size=Y.shape), "faq", n_seeds=5,
+    b = matching.evaluate(X, Y + 0.5 * np.random.default_rng(0).normal(size=Y.shape), "faq", n_known=5,
                           n_query=30, n_splits=2, rng=3)
     assert a.accuracies == b.accuracies
 
 
 def test_evaluate_rejects_too_many_items(paired_features):
     X, Y = paired_features
-    with pytest.raises(ValueError, match=r"`n_seeds` \+ `n_query` must be <= the number of items \(60\)"):
-        matching.evaluate(X, Y, n_seeds=30, n_query=31)
+    with pytest.raises(ValueError, match=r"`n_known` \+ `n_query` must be <= the number of items \(60\)"):
+        matching.evaluate(X, Y, n_known=30, n_query=31)
     with pytest.raises(ValueError, match="same number of rows"):
         matching.evaluate(X, Y[:50])
 
@@ -178,7 +187,77 @@ def test_evaluate_accepts_a_callable_matcher(paired_features):
     def wrong(X, Y, partial_match, rng):
         return matching.MatchResult(col_ind=np.arange(len(X)), score=0.0, n_iter=0, converged=True, method="id")
 
-    good = matching.evaluate(X, Y, oracle, n_seeds=10, n_query=30, n_splits=2, rng=0)
-    bad = matching.evaluate(X, Y, wrong, n_seeds=10, n_query=30, n_splits=2, rng=0)
+    good = matching.evaluate(X, Y, oracle, n_known=10, n_query=30, n_splits=2, rng=0)
+    bad = matching.evaluate(X, Y, wrong, n_known=10, n_query=30, n_splits=2, rng=0)
     assert good.method == "oracle" and good.accuracy >= 0.95
     assert bad.accuracy < 0.2
+
+
+def test_check_params_checks_names_and_values_without_running():
+    info = matching.check_params("faq", n_init=3, two_opt="auto", kernel="linear")
+    assert info.name == "faq" and info.min_known_pairs == 0
+    assert matching.check_params("procrustes").min_known_pairs == 2
+    assert matching.check_params("gw", init="product", rng=0).name == "gw"
+    for method, params, message in [
+        ("faq", {"n_init": 0}, "n_init"),
+        ("faq", {"two_opt": "sometimes"}, "two_opt"),
+        ("faq", {"init": "nearest"}, "init"),
+        ("faq", {"kernel": "cubic"}, "kernel"),
+        ("gw", {"init": "seeds"}, "init"),
+        ("fused_gw", {"alpha": 1.5}, "alpha"),
+        ("asif", {"topk": 0}, "topk"),
+        ("entropic_gw", {"epsilon": -1.0}, "epsilon"),
+        ("faq", {"bogus": 1}, "unknown parameter"),
+        ("faqq", {}, "faqq"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            matching.check_params(method, **params)
+
+
+def test_check_method_params_keeps_its_old_tuple():
+    from matching._api import check_method_params
+
+    func, min_known = check_method_params("relative", {})
+    assert callable(func) and min_known == 2
+
+
+def test_evaluate_deprecated_names_still_work(paired_features):
+    X, Y = paired_features
+    new = matching.evaluate(X, Y, "relative", n_known=10, n_query=30, n_splits=2, known_selection="random", rng=0)
+    with pytest.warns(DeprecationWarning, match="n_known"):
+        old = matching.evaluate(X, Y, "relative", n_seeds=10, n_query=30, n_splits=2, rng=0)
+    assert old.accuracies == new.accuracies and old.n_seeds == old.n_known == 10
+    d = old.to_dict()
+    assert d["n_known"] == d["n_seeds"] == 10 and d["known_selection"] == d["seed_selection"] == "random"
+    with pytest.raises(ValueError, match="disagree"), pytest.warns(DeprecationWarning):
+        matching.evaluate(X, Y, "relative", n_known=10, n_seeds=12, n_query=30)
+
+
+def test_evaluate_with_a_separate_query_set(paired_features, rng):
+    X, Y = paired_features
+    res = matching.evaluate(X[:20], Y[:20], "relative", n_known=10, n_query=30, n_splits=2, rng=0,
+                            query=(X[20:], Y[20:]))
+    assert res.query and res.n_known == 10 and res.accuracy >= 0.9
+    noise = rng.normal(size=(40, X.shape[1]))
+    bad = matching.evaluate(X[:20], Y[:20], "relative", n_known=10, n_query=30, n_splits=2, rng=0,
+                            query=(noise, Y[20:]))
+    assert bad.accuracy < 0.3
+    with pytest.raises(ValueError, match="number of query items"):
+        matching.evaluate(X[:20], Y[:20], "relative", n_known=10, n_query=41, query=(X[20:], Y[20:]))
+    with pytest.raises(ValueError, match="kmeans"):
+        matching.evaluate(X[:20], Y[:20], "relative", n_known=10, n_query=30, known_selection="kmeans",
+                          query=(X[20:], Y[20:]))
+
+
+def test_seeds_start_is_doubly_stochastic_and_sharpens_with_temperature(rng):
+    import torch
+
+    from matching._api import seeds_start
+
+    Rx = torch.from_numpy(rng.normal(size=(12, 6)))
+    Ry = Rx[torch.from_numpy(rng.permutation(12))]
+    for t in (1.0, 0.1, 1e-3):
+        P = seeds_start(Rx, Ry, t).numpy()
+        assert (P >= 0).all() and np.allclose(P.sum(0), 1, atol=1e-8) and np.allclose(P.sum(1), 1, atol=1e-8)
+    hot, cold = seeds_start(Rx, Ry, 1.0).numpy(), seeds_start(Rx, Ry, 1e-3).numpy()
+    assert cold.max(axis=1).min() > 0.99 > hot.max(axis=1).max()

@@ -441,7 +441,7 @@ def validate_config(raw: Any, *, base_dir: str | os.PathLike = ".",
     match_task = None
     if cfg.get("matching") is not None:
         m = _check_keys(cfg["matching"], _MATCH_KEYS, "matching", required=("methods", "n_seeds"))
-        methods = _method_list(m["methods"], "matching.methods", "name", list(matching.list_methods()))
+        methods = _method_list(m["methods"], "matching.methods", "name", [m.name for m in matching.list_methods()])
         n_seeds = _int_list(m["n_seeds"], "matching.n_seeds")
         for i, spec in enumerate(methods):
             try:
