@@ -282,3 +282,25 @@ def test_results_record_versions_feature_files_and_seeds(toy):
     assert prov["unialign"] == align.__version__ and prov["seeds"] == [3, 4]
     assert prov["features"]["y"]["sha256"] == sha256_file(toy / "y.npy")
     assert prov["features"]["x"]["file"] == str(toy / "x.npy") and prov["features"]["x"]["shape"] == [120, 8]
+
+
+def test_old_yaml_keys_still_work_with_a_warning(toy):
+    """matching.n_seeds / seed_selection are read as n_known / known_selection for a release, with one warning each;
+    giving both spellings is an error naming the key."""
+    m = {"methods": ["procrustes"], "n_known": [10], "n_query": 30, "known_selection": "random"}
+    new = load_config(_write(toy, _base(similarity=None, matching=m)))
+    warnings = []
+    old = load_config(_write(toy, _base(similarity=None, matching={
+        "methods": ["procrustes"], "n_seeds": [10], "n_query": 30, "seed_selection": "random"})), warn=warnings.append)
+    assert old.matching == new.matching
+    assert [w.split(" is ")[0] for w in warnings] == ["warning: matching.n_seeds", "warning: matching.seed_selection"]
+    with pytest.raises(ConfigError, match=r"^matching.n_seeds: is the old name of matching.n_known"):
+        load_config(_write(toy, _base(similarity=None, matching={**m, "n_seeds": [10]})))
+
+
+def test_similarity_entries_may_set_device_and_chunk_size(toy):
+    """compare() takes device and the memory knob as named arguments, so a metric entry may set them."""
+    cfg = load_config(_write(toy, _base(matching=None, similarity={
+        "metrics": [{"name": "linear_cka", "params": {"device": "cpu", "chunk_size": 16}}]})))
+    res = run_experiment(cfg)
+    assert any(a["measure"] == "value" for a in res.aggregates)
