@@ -23,6 +23,11 @@ dual, from the eigendecomposition of :math:`X_c X_c^\top` (n x n), so it stays c
 are accumulated in float64 over row chunks (memory-maps stay on disk; ``O(k (d_x^2 + d_x d_y))`` memory), in torch
 on the input's device (CPU or GPU).
 
+Cosine retrieval against uncentred targets is dominated by their common mean when it is large (sentence
+encoders, prompt templates): the least-squares intercept :math:`\mu_y` pulls every prediction towards it. So the
+validation also chooses how much of it to add back, :math:`\hat y = (x - \mu_x) W + \gamma \mu_y` for
+:math:`\gamma` in :data:`INTERCEPT_SCALES` (1 is plain ridge), at the cost of one addition per candidate.
+
 The grid is relative to the spectrum: candidate :math:`\alpha = r \cdot \bar\lambda` for ``r`` in
 ``relative_alphas`` (0 and a log-spaced range), with :math:`\bar\lambda` the mean non-zero eigenvalue of
 :math:`X_c^\top X_c` (its trace over its rank), so raw features (norms in the tens) and L2-normalised features get
@@ -43,10 +48,15 @@ from ._validation import check_choice, check_float, check_int, check_rng, is_tor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RIDGE_GRID", "RidgeCVResult", "ridge_cv", "ridge_fit"]
+__all__ = ["INTERCEPT_SCALES", "RIDGE_GRID", "RidgeCVResult", "ridge_cv", "ridge_fit"]
 
 #: The default relative grid: 0 (least squares) then half-decades from 1e-5 to 1e2 times the mean eigenvalue.
 RIDGE_GRID: tuple[float, ...] = (0.0,) + tuple(float(10.0 ** e) for e in np.arange(-5.0, 2.01, 0.5))
+
+#: Candidate weights of Y's mean in the prediction (1: the least-squares intercept). Cosine retrieval against
+#: uncentred targets is dominated by a large common mean (sentence encoders, prompt templates); shrinking it is
+#: validated like alpha.
+INTERCEPT_SCALES: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1, 0.0)
 
 CHUNK = 8192
 #: Held-out rows scored per fold at most, and the candidate-set size of the held-out retrieval.
@@ -56,14 +66,14 @@ RETRIEVAL_BLOCK = 1000
 
 @dataclasses.dataclass(frozen=True)
 class RidgeCVResult:
-    """What :func:`ridge_cv` chose and why.
+    r"""What :func:`ridge_cv` chose and why.
 
     Attributes
     ----------
     alpha : float
         The chosen penalty in the units of the full data (pass it as ``alpha=`` to a final fit).
     relative_alpha : float
-        The same, relative to the mean non-zero eigenvalue of :math:`X_c^\\top X_c`.
+        The same, relative to the mean non-zero eigenvalue of :math:`X_c^\top X_c`.
     alphas, relative_alphas : tuple of float
         The grid, absolute (full data) and relative.
     mean, std : tuple of float
@@ -75,6 +85,13 @@ class RidgeCVResult:
     scoring : {"r@1", "mse"}
     rule : {"smallest", "largest", "best"}
     n_folds, n_samples : int
+    intercept_scale : float
+        :math:`\gamma`: the map adds back :math:`\gamma \mu_y` instead of :math:`\mu_y` (1 for ``"mse"``).
+    intercept_scales : tuple of float
+        The candidates for :math:`\gamma`.
+    mean_by_intercept_scale : tuple of tuple of float
+        Mean score at every (alpha, gamma) cell; ``mean``/``std``/``fold_scores`` are the column of the chosen
+        :math:`\gamma`.
     """
 
     alpha: float
@@ -89,19 +106,24 @@ class RidgeCVResult:
     rule: str
     n_folds: int
     n_samples: int
+    intercept_scale: float = 1.0
+    intercept_scales: tuple = (1.0,)
+    mean_by_intercept_scale: tuple = ()
 
     def to_dict(self) -> dict:
         """Plain values (lists, floats, str) for JSON and checkpoints."""
         d = dataclasses.asdict(self)
-        return {k: (list(map(list, v)) if k == "fold_scores" else list(v) if isinstance(v, tuple) else v)
-                for k, v in d.items()}
+        return {k: (list(map(list, v)) if k in ("fold_scores", "mean_by_intercept_scale")
+                    else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> RidgeCVResult:
         d = dict(d)
         for k in ("alphas", "relative_alphas", "mean", "std"):
             d[k] = tuple(float(v) for v in d[k])
-        d["fold_scores"] = tuple(tuple(float(v) for v in row) for row in d["fold_scores"])
+        for k in ("fold_scores", "mean_by_intercept_scale"):
+            d[k] = tuple(tuple(float(v) for v in row) for row in d.get(k, ()))
+        d["intercept_scales"] = tuple(float(v) for v in d.get("intercept_scales", (1.0,)))
         return cls(**d)
 
 
@@ -146,26 +168,30 @@ def _mean_eigenvalue(trace: float, rank: int) -> float:
     return trace / max(rank, 1)
 
 
-def _score(pred, Yv, scoring: str, gv: np.ndarray | None) -> float:
-    """Held-out score, larger is better: R@1 of ``pred`` rows retrieving their ``Yv`` rows by cosine within blocks
-    of at most RETRIEVAL_BLOCK candidates, or minus the mean squared error per row."""
+def _scores(Q, my, Yv, scoring: str, gv: np.ndarray | None, gammas) -> np.ndarray:
+    """Held-out scores (larger is better) of the predictions ``Q + gamma * my`` for every ``gamma``.
+
+    ``"r@1"``: the share of rows whose prediction has its own ``Yv`` row as nearest neighbour by cosine within
+    blocks of at most RETRIEVAL_BLOCK candidates (the query norm does not change the argmax over candidates, so every
+    ``gamma`` costs one add); ``"mse"``: minus the mean squared error per row."""
     import torch
 
     if scoring == "mse":
-        return -float(((pred - Yv) ** 2).sum(1).mean())
-    P = pred / pred.norm(dim=1, keepdim=True).clamp(min=1e-300)
+        return np.array([-float(((Q + g * my - Yv) ** 2).sum(1).mean()) for g in gammas])
     G = Yv / Yv.norm(dim=1, keepdim=True).clamp(min=1e-300)
-    m = P.shape[0]
-    n_blocks = math.ceil(m / RETRIEVAL_BLOCK)
-    hits = 0
-    for block in np.array_split(np.arange(m), n_blocks):
-        b = torch.from_numpy(block).to(P.device)
-        top = (P[b] @ G[b].T).argmax(1).cpu().numpy()
-        if gv is None:
-            hits += int((top == np.arange(len(block))).sum())
-        else:
-            gb = gv[block]
-            hits += int((gb[top] == gb).sum())
+    m = Q.shape[0]
+    hits = np.zeros(len(gammas))
+    for block in np.array_split(np.arange(m), math.ceil(m / RETRIEVAL_BLOCK)):
+        b = torch.from_numpy(block).to(Q.device)
+        S0 = Q[b] @ G[b].T
+        mterm = G[b] @ my
+        for j, g in enumerate(gammas):
+            top = (S0 + g * mterm).argmax(1).cpu().numpy()
+            if gv is None:
+                hits[j] += int((top == np.arange(len(block))).sum())
+            else:
+                gb = gv[block]
+                hits[j] += int((gb[top] == gb).sum())
     return hits / m
 
 
@@ -182,7 +208,8 @@ def _folds(n: int, n_folds: int, groups: np.ndarray | None, rng: np.random.Gener
 
 
 # ---- the final fit ---------------------------------------------------------------------------------------------
-def ridge_fit(X: Any, Y: Any, *, alpha: float, fit_intercept: bool = True, device: Any = None):
+def ridge_fit(X: Any, Y: Any, *, alpha: float, fit_intercept: bool = True, intercept_scale: float = 1.0,
+              device: Any = None):
     r"""Ridge regression :math:`\min_{W,b}\lVert Y - XW - b\rVert_F^2 + \alpha\lVert W\rVert_F^2` in float64.
 
     Parameters
@@ -194,7 +221,9 @@ def ridge_fit(X: Any, Y: Any, *, alpha: float, fit_intercept: bool = True, devic
         ``>= 0``; 0 gives the minimum-norm least-squares solution (as ``np.linalg.lstsq``), defined even when
         :math:`X_c^\top X_c` is singular.
     fit_intercept : bool
-        Centre both sides first and return :math:`b = \mu_y - \mu_x W`.
+        Centre both sides first and return :math:`b = \gamma \mu_y - \mu_x W`.
+    intercept_scale : float
+        :math:`\gamma` (1: the least-squares intercept; see :func:`ridge_cv`).
     device : optional
         Default: the device of a torch input, else CPU.
 
@@ -206,6 +235,7 @@ def ridge_fit(X: Any, Y: Any, *, alpha: float, fit_intercept: bool = True, devic
     import torch
 
     alpha = check_float("alpha", alpha, min_value=0.0)
+    gamma = check_float("intercept_scale", intercept_scale, min_value=0.0)
     dev = _device(device, X, Y)
     n, dx = X.shape
     dy = Y.shape[1]
@@ -216,17 +246,17 @@ def ridge_fit(X: Any, Y: Any, *, alpha: float, fit_intercept: bool = True, devic
         Xc, Yc = Xt - mx, Yt - my
         s, U = torch.linalg.eigh(Xc @ Xc.T)
         W = Xc.T @ (U * _shrink(s, alpha)) @ (U.T @ Yc)
-        return W, my - mx @ W
+        return W, gamma * my - mx @ W
     mx, my, sxx, sxy = _moments(X, Y, fit_intercept, dev)
     if alpha > 0:
         A = sxx + alpha * torch.eye(dx, dtype=torch.float64, device=dev)
         L, info = torch.linalg.cholesky_ex(A)
         if int(info) == 0:
             W = torch.cholesky_solve(sxy, L)
-            return W, my - mx @ W
+            return W, gamma * my - mx @ W
     lam, V = torch.linalg.eigh(sxx)
     W = (V * _shrink(lam, alpha)) @ (V.T @ sxy)
-    return W, my - mx @ W
+    return W, gamma * my - mx @ W
 
 
 def _moments(X, Y, center: bool, dev):
@@ -260,6 +290,7 @@ def ridge_cv(
     n_folds: int = 5,
     relative_alphas: Any = None,
     rule: str = "smallest",
+    intercept_scales: Any = None,
     groups: Any = None,
     rng: Any = 0,
     device: Any = None,
@@ -281,6 +312,10 @@ def ridge_cv(
     relative_alphas : sequence of float, optional
         The grid relative to the mean non-zero eigenvalue of :math:`X_c^\top X_c` (default :data:`RIDGE_GRID`:
         0, then :math:`10^{-5}, 10^{-4.5}, \dots, 10^{2}`).
+    intercept_scales : sequence of float, optional
+        Candidate :math:`\gamma`: the prediction is :math:`(x - \mu_x) W + \gamma \mu_y`. Default
+        :data:`INTERCEPT_SCALES` (1, 0.5, 0.25, 0.1, 0) for ``"r@1"`` with an intercept, else ``(1,)``. The best
+        (alpha, gamma) cell fixes :math:`\gamma`; ``rule`` then picks alpha along that column.
     rule : {"smallest", "largest", "best"}
         ``"smallest"``: the smallest :math:`\alpha` whose mean score is within one standard error (std over folds /
         :math:`\sqrt{k}`) of the best mean; ``"largest"``: the largest such :math:`\alpha` (the classic one-standard-
@@ -310,6 +345,11 @@ def ridge_cv(
     grid = RIDGE_GRID if relative_alphas is None else tuple(
         check_float("relative_alphas", a, min_value=0.0) for a in np.atleast_1d(np.asarray(relative_alphas, float)))
     grid = tuple(sorted(set(grid)))
+    if intercept_scales is None:
+        gammas = INTERCEPT_SCALES if (scoring == "r@1" and fit_intercept) else (1.0,)
+    else:
+        gammas = tuple(check_float("intercept_scales", v, min_value=0.0)
+                       for v in np.atleast_1d(np.asarray(intercept_scales, float)))
     if not grid:
         raise ValueError("`relative_alphas` is empty; give at least one value >= 0")
     n, dx = X.shape
@@ -335,7 +375,7 @@ def ridge_cv(
     n_train_min = int(min(n - (fold == f).sum() for f in range(n_folds)))
     dual = n_train_min < dx
 
-    scores = np.zeros((n_folds, len(grid)))
+    scores = np.zeros((n_folds, len(grid), len(gammas)))
     if dual:  # few rows: everything fits in memory; eigendecomposition of the n_tr x n_tr Gram matrix
         Xt, Yt = _rows(X, slice(None), dev), _rows(Y, slice(None), dev)
         for f in range(n_folds):
@@ -349,7 +389,8 @@ def ridge_cv(
             P = ((Xt[va] - mx) @ Xc.T) @ U
             B = U.T @ (Ytr - my)
             lam_bar = _mean_eigenvalue(float(s.clamp(min=0).sum()), min(len(tr) - int(fit_intercept), dx))
-            scores[f] = _curve(P, B, s, my, Yt[va], grid, lam_bar, scoring, None if g is None else g[val_rows[f]])
+            scores[f] = _curve(P, B, s, my, Yt[va], grid, lam_bar, scoring, None if g is None else g[val_rows[f]],
+                               gammas)
     else:  # one streaming pass: per-fold uncentred moments, each fold's training moments by subtraction
         dy = Y.shape[1]
         Gx = torch.zeros(n_folds, dx, dx, dtype=torch.float64, device=dev)
@@ -383,33 +424,38 @@ def ridge_cv(
             P = (Xv - mx) @ V
             B = V.T @ sxy
             lam_bar = _mean_eigenvalue(float(lam.clamp(min=0).sum()), min(n_tr - int(fit_intercept), dx))
-            scores[f] = _curve(P, B, lam, my, Yv, grid, lam_bar, scoring, None if g is None else g[val_rows[f]])
+            scores[f] = _curve(P, B, lam, my, Yv, grid, lam_bar, scoring, None if g is None else g[val_rows[f]],
+                               gammas)
         del Gx, Gxy
 
-    mean, std = scores.mean(0), scores.std(0, ddof=1) if n_folds > 1 else np.zeros(len(grid))
+    cell_mean = scores.mean(0)  # (n_alpha, n_gamma)
+    gi = int(np.unravel_index(np.argmax(cell_mean), cell_mean.shape)[1])  # the intercept scale of the best cell
+    at = scores[:, :, gi]
+    mean, std = at.mean(0), at.std(0, ddof=1)
     best = int(np.argmax(mean))
     se = std[best] / math.sqrt(n_folds)
     ok = np.flatnonzero(mean >= mean[best] - se - 1e-12)
     pick = {"smallest": int(ok.min()), "largest": int(ok.max()), "best": best}[rule]
     lam_full = _full_mean_eigenvalue(X, fit_intercept, dev)
     alphas = tuple(float(r * lam_full) for r in grid)
-    out_mean = mean if scoring == "r@1" else -mean  # report MSE as MSE
+    sgn = 1.0 if scoring == "r@1" else -1.0  # report MSE as MSE
     res = RidgeCVResult(
         alpha=alphas[pick], relative_alpha=float(grid[pick]), alphas=alphas, relative_alphas=tuple(grid),
-        mean=tuple(float(v) for v in out_mean), std=tuple(float(v) for v in std),
-        fold_scores=tuple(tuple(float(v if scoring == "r@1" else -v) for v in row) for row in scores),
+        mean=tuple(float(sgn * v) for v in mean), std=tuple(float(v) for v in std),
+        fold_scores=tuple(tuple(float(sgn * v) for v in row) for row in at),
         best_alpha=alphas[best], scoring=scoring, rule=rule, n_folds=int(n_folds), n_samples=int(n),
+        intercept_scale=float(gammas[gi]), intercept_scales=tuple(float(v) for v in gammas),
+        mean_by_intercept_scale=tuple(tuple(float(sgn * v) for v in row) for row in cell_mean),
     )
     log.info("ridge_cv: alpha=%.4g (relative %.3g) by %s, held-out %s %.4f (best %.4f at alpha=%.4g)",
              res.alpha, res.relative_alpha, rule, scoring, res.mean[pick], res.mean[best], res.best_alpha)
     return res
 
 
-def _curve(P, B, evals, my, Yv, grid, lam_bar, scoring, gv) -> np.ndarray:
-    out = np.empty(len(grid))
+def _curve(P, B, evals, my, Yv, grid, lam_bar, scoring, gv, gammas) -> np.ndarray:
+    out = np.empty((len(grid), len(gammas)))
     for j, r in enumerate(grid):
-        pred = (P * _shrink(evals, r * lam_bar)) @ B + my
-        out[j] = _score(pred, Yv, scoring, gv)
+        out[j] = _scores((P * _shrink(evals, r * lam_bar)) @ B, my, Yv, scoring, gv, gammas)
     return out
 
 

@@ -77,26 +77,45 @@ def procrustes(X: Any, Y: Any, partial_match: np.ndarray, *, n_refine: int = 0, 
     return _refined(X, Y, partial_match, fit, n_refine, device, "procrustes")
 
 
-def lstsq(X: Any, Y: Any, partial_match: np.ndarray, *, alpha: float = 1e-2, n_refine: int = 0,
+def lstsq(X: Any, Y: Any, partial_match: np.ndarray, *, alpha: float | str = "auto", n_refine: int = 0,
           device: Any = None) -> MatchResult:
     r"""Ridge least squares from the known pairs, then a linear assignment of the rest.
 
     .. math:: W = \arg\min_W \lVert X_s W - Y_s\rVert_F^2 + \alpha \lVert W\rVert_F^2
               = X_s^\top (X_s X_s^\top + \alpha I)^{-1} Y_s
 
-    on centred, unit-norm rows (the dual form, cheap when there are fewer pairs than dimensions); pairs are scored by
-    :math:`\cos(x_i W, y_j)`. ``alpha > 0`` keeps the fit defined with fewer pairs than dimensions.
+    on centred, unit-norm rows (the dual form when there are fewer pairs than dimensions); pairs are scored by
+    :math:`\cos(x_i W, y_j)`. ``alpha="auto"`` (default) chooses the penalty by k-fold validation of held-out
+    retrieval R@1 among the known pairs (:func:`align._ridge.ridge_cv`: a grid relative to the spectrum that
+    includes 0, the smallest penalty within one standard error of the best), again at every refinement round; a
+    number is used as given (0: the minimum-norm least-squares map, defined with fewer pairs than dimensions).
+    With fewer than 4 known pairs ``"auto"`` uses 0. The chosen penalties are logged (``logging``, INFO).
     """
-    import torch
+    import logging
 
-    alpha = check_float("alpha", alpha, min_value=0.0, inclusive=False)
+    from align._ridge import ridge_cv, ridge_fit
+
+    auto = isinstance(alpha, str)
+    if auto:
+        from align._validation import check_choice
+
+        check_choice("alpha", alpha, ("auto",))
+    else:
+        alpha = check_float("alpha", alpha, min_value=0.0)
     n_refine = check_int("n_refine", n_refine, min_value=0)
+    chosen: list[float] = []
 
     def fit(Xs, Ys):
-        G = Xs @ Xs.T + alpha * torch.eye(len(Xs), dtype=Xs.dtype, device=Xs.device)
-        return Xs.T @ torch.linalg.solve(G, Ys)
+        a = alpha
+        if auto:
+            a = ridge_cv(Xs, Ys, fit_intercept=False, rng=0).alpha if len(Xs) >= 4 else 0.0
+        chosen.append(float(a))
+        W, _ = ridge_fit(Xs, Ys, alpha=float(a), fit_intercept=False)
+        return W
 
-    return _refined(X, Y, partial_match, fit, n_refine, device, "lstsq")
+    result = _refined(X, Y, partial_match, fit, n_refine, device, "lstsq")
+    logging.getLogger(__name__).info("lstsq: ridge alpha %s", ", ".join(f"{a:.4g}" for a in chosen))
+    return result
 
 
 def _relative_reps(Xn, anchors: np.ndarray):

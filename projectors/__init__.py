@@ -19,7 +19,13 @@ from ._base import (
     make_projector,
 )
 from ._linear import CCAProjector, ProcrustesProjector
-from ._neural import GLUProjector, LinearProjector, MLPProjector, TrainedProjector, split_pairs
+from ._neural import (
+    GLUProjector,
+    LinearProjector,
+    MLPProjector,
+    TrainedProjector,
+    split_pairs,
+)
 from ._subspace import SubspaceProjector
 
 __all__ = [

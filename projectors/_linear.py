@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from align._validation import check_float, check_int, check_not_constant, check_paired, is_torch
+from align._validation import (
+    check_float,
+    check_int,
+    check_not_constant,
+    check_paired,
+    is_torch,
+)
 
 from ._base import Projector, register
 

@@ -132,7 +132,9 @@ class TrainedProjector(Projector):
         branches start at zero), so training refines the least-squares solution instead of starting from scratch.
         One-sided only (``project_y=False``). ``"auto"`` (default): ``"ridge"`` when one-sided, else ``"random"``.
         The start competes in validation (``best_epoch == -1``, ``fit_report_["start_kept"]``), so with a
-        validation set the fitted map is never worse on it than the closed-form start.
+        validation set the fitted map is never worse on it than the closed-form start. When the start wins and the
+        validation pairs were held out of ``X`` by ``val_fraction``, the closed form is refitted on all pairs
+        (``fit_report_["start_refit_on_all_pairs"]``): the result is then the ``linear`` kind's default map.
     init_alpha : float or "auto"
         Ridge penalty of that start; ``"auto"`` chooses it by k-fold held-out retrieval on the training rows
         (:func:`align._ridge.ridge_cv`), stored in ``init_alpha_`` and ``init_alpha_curve_``.
@@ -270,7 +272,10 @@ class TrainedProjector(Projector):
         n = X.shape[0]
         config = self._train_config()
         groups = None if groups is None else _check_groups(groups, n, "groups")
+        all_pairs = (X, Y, groups)  # before any internal split: the start is refitted on all of them if it wins
+        split_here = False
         if X_val is None:
+            split_here = True
             train_rows, val_rows = split_pairs(n, groups, float(self.val_fraction), config.seed)
             if val_rows is not None:
                 X_val, Y_val = np.asarray(X[val_rows], np.float32), np.asarray(Y[val_rows], np.float32)
@@ -323,9 +328,18 @@ class TrainedProjector(Projector):
             "stopped_early": result.stopped_early,
             "start_kept": bool(X_val is not None and result.best_epoch == -1),
         }
+        self.fit_report_["start_refit_on_all_pairs"] = False
         if self.fit_report_["start_kept"]:
             log.info("%s: no epoch beat the %s start on validation R@1 (%.4f); returning the start", self.kind,
                      start, result.initial_score)
+            if start == "ridge" and split_here:
+                # the held-out pairs only served to compare epochs: the closed form they chose gets them back
+                Xa, Ya, ga = all_pairs
+                W, b, self.init_alpha_, self.init_alpha_curve_ = _closed_form(
+                    Xa, Ya, self.init_alpha, fit_intercept=True, groups=ga, seed=config.seed)
+                _warm_start(self.x_head_, W, b)
+                self.fit_report_.update(start_refit_on_all_pairs=True, init_alpha=self.init_alpha_,
+                                        init_alpha_curve=self.init_alpha_curve_, n_train=int(Xa.shape[0]))
         return self
 
     def _transform_torch(self, X, side):
@@ -479,14 +493,15 @@ def _plain(value: Any) -> Any:
 
 
 def _closed_form(X, Y, alpha, *, fit_intercept: bool, groups=None, seed: int = 0, scoring: str = "r@1"):
-    """Ridge map X -> Y with ``alpha`` a number or ``"auto"`` (k-fold held-out retrieval): W, b, alpha, curve."""
+    """Ridge map X -> Y with ``alpha`` a number or ``"auto"`` (k-fold held-out retrieval, which also chooses the
+    weight of Y's mean in the intercept, ``curve["intercept_scale"]``): W, b, alpha, curve."""
     from align._ridge import ridge_cv, ridge_fit
 
-    curve = None
+    curve, gamma = None, 1.0
     if isinstance(alpha, str):
         cv = ridge_cv(X, Y, fit_intercept=fit_intercept, groups=groups, rng=seed, scoring=scoring)
-        alpha, curve = cv.alpha, cv.to_dict()
-    W, b = ridge_fit(X, Y, alpha=float(alpha), fit_intercept=fit_intercept)
+        alpha, curve, gamma = cv.alpha, cv.to_dict(), cv.intercept_scale
+    W, b = ridge_fit(X, Y, alpha=float(alpha), fit_intercept=fit_intercept, intercept_scale=gamma)
     return W, b, float(alpha), curve
 
 

@@ -3,8 +3,9 @@
 The whole loop fits in a reader's head (nanoGPT-style): each epoch draws a permutation from ``(seed, epoch)``,
 cuts it into global batches of ``batch_size`` rows, reads those rows from the (memory-mapped) feature arrays in a
 background thread, runs the heads, and minimises a contrastive loss with AdamW under a warmup + cosine schedule.
-After each epoch it measures validation R@1 (mean of both directions) and keeps the best weights; it stops after
-``patience`` epochs without improvement.
+Before the first and after each epoch it measures validation R@1 (mean of both directions; ties broken by a
+validation loss) and keeps the best weights, the starting ones included; it stops after ``patience`` epochs without
+improvement.
 
 Checkpoints are written atomically (temporary file, fsync, rename) every ``checkpoint_every`` steps and at each
 epoch end. Because the data order is a pure function of ``(seed, epoch)``, a killed run restarted with the same
@@ -70,8 +71,11 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
-    """What a run did: per-epoch history, validation R@1 before training, best epoch (-1: the starting weights) and its
-    validation R@1, total steps, whether it stopped early, and the share of step time spent waiting for data."""
+    """What a run did: per-epoch history, validation R@1 before training, best epoch (-1: the starting weights, which
+    compete in validation) and its validation R@1, total steps, whether it stopped early, and the share of step time
+    spent waiting for data. An epoch beats the best so far with a higher validation R@1, or the same R@1 and a lower
+    validation InfoNCE loss at a fixed temperature (``val_loss`` in the history), so a saturated R@1 still ranks
+    epochs; the returned weights are never below the start in validation R@1."""
 
     history: list
     initial_score: float
@@ -80,6 +84,11 @@ class TrainResult:
     n_steps: int
     stopped_early: bool
     data_time_fraction: float
+
+    @property
+    def start_kept(self) -> bool:
+        """True when no epoch beat the starting weights on validation (they are what was returned)."""
+        return self.best_epoch == -1 and bool(self.history) and not math.isnan(self.initial_score)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -217,7 +226,12 @@ def _lr_lambda(total_steps: int, warmup: float, min_ratio: float):
     return f
 
 
-def _val_r1(model: PairModel, X_val, Y_val, positives, device) -> float:
+#: Fixed temperature of the validation loss that breaks ties in validation R@1 (saturated R@1 cannot rank epochs).
+VAL_TEMPERATURE = 0.05
+
+
+def _val_scores(model: PairModel, X_val, Y_val, positives, device) -> tuple[float, float]:
+    """Validation R@1 (mean of both directions) and the symmetric InfoNCE loss at :data:`VAL_TEMPERATURE`."""
     from align.evaluation import retrieval_metrics
 
     model.eval()
@@ -229,9 +243,32 @@ def _val_r1(model: PairModel, X_val, Y_val, positives, device) -> float:
             u, v = model.embed(xb, yb)
             outs_u.append(u)
             outs_v.append(v)
+        u, v = torch.cat(outs_u).float(), torch.cat(outs_v).float()
+        loss = 0.5 * (_nce(u, v, positives) + _nce(v, u, positives))
     model.train()
-    res = retrieval_metrics(torch.cat(outs_u), torch.cat(outs_v), positives, ks=(1,))
-    return res.recall_at(1)
+    res = retrieval_metrics(u, v, positives, ks=(1,))
+    return res.recall_at(1), loss
+
+
+def _nce(u, v, positives, block: int = 2048) -> float:
+    """Mean over rows of ``-log`` (softmax mass on the row's positives) of ``u v^T / VAL_TEMPERATURE``."""
+    total, n = 0.0, u.shape[0]
+    for s in range(0, n, block):
+        logits = (u[s:s + block] @ v.T) / VAL_TEMPERATURE
+        if positives is None:
+            pos = logits.diagonal(offset=s)
+            total += float((torch.logsumexp(logits, 1) - pos).sum())
+        else:
+            mask = torch.zeros_like(logits, dtype=torch.bool)
+            for i in range(logits.shape[0]):  # symmetric relation: row i's positives are its group
+                mask[i, torch.as_tensor(positives[s + i], device=logits.device)] = True
+            pos = torch.logsumexp(logits.masked_fill(~mask, float("-inf")), 1)
+            total += float((torch.logsumexp(logits, 1) - pos).sum())
+    return total / max(n, 1)
+
+
+def _val_r1(model: PairModel, X_val, Y_val, positives, device) -> float:
+    return _val_scores(model, X_val, Y_val, positives, device)[0]
 
 
 def _positives_from_groups(groups: np.ndarray | None):
@@ -423,8 +460,8 @@ def train(
 
     if X_val is not None and state["step"] == 0 and state["epoch"] == 0:
         # The starting point competes too (it matters for warm starts): best_epoch -1 means "never improved on it".
-        state["initial_score"] = _val_r1(model, X_val, Y_val, positives_val, device)
-        state.update(best_score=state["initial_score"], best_epoch=-1,
+        state["initial_score"], state["initial_loss"] = _val_scores(model, X_val, Y_val, positives_val, device)
+        state.update(best_score=state["initial_score"], best_loss=state["initial_loss"], best_epoch=-1,
                      best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
     model.train()
     data_time_total = step_time_total = 0.0
@@ -470,13 +507,18 @@ def train(
                   "data_time_fraction": data_time / max(1e-12, data_time + step_time)}
         data_time_total += data_time
         step_time_total += step_time
+        val_loss = 0.0
         if X_val is not None:
-            score = _val_r1(model, X_val, Y_val, positives_val, device)
+            score, val_loss = _val_scores(model, X_val, Y_val, positives_val, device)
             record["val_R@1"] = score
+            record["val_loss"] = val_loss
         else:
             score = float(epoch)  # no validation: the latest epoch is the best
-        if score > state["best_score"]:
-            state.update(best_score=score, best_epoch=epoch, bad_epochs=0,
+        # better: higher R@1, or the same R@1 (a saturated validation set) with a lower validation loss
+        best_loss = state.get("best_loss", float("inf"))
+        if score > state["best_score"] or (X_val is not None and score == state["best_score"]
+                                           and val_loss < best_loss):
+            state.update(best_score=score, best_loss=val_loss, best_epoch=epoch, bad_epochs=0,
                          best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
         else:
             state["bad_epochs"] += 1
