@@ -7,16 +7,18 @@ kill or a full disk never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write", "json_default", "load_features", "save_features", "sha256_file", "split_feature_path",
-           "FEATURE_SUFFIXES"]
+__all__ = ["atomic_write", "feature_shape", "json_default", "load_features", "save_features", "sha256_file",
+           "split_feature_path", "to_jsonable", "FEATURE_SUFFIXES"]
 
 FEATURE_SUFFIXES = (".npy", ".npz", ".safetensors")
 
@@ -63,15 +65,45 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
     return h.hexdigest()
 
 
+def to_jsonable(obj: Any, *, path: Callable[[Any], Any] = os.fspath, finite: bool = True) -> Any:
+    """Plain JSON values of ``obj``: the one converter of the library and the command line.
+
+    Mappings become dicts with ``str`` keys, tuples and lists become lists, objects with ``to_dict()`` their dict,
+    numpy scalars and arrays Python numbers and lists, a ``numpy.random.Generator`` its bit generator's state,
+    ``os.PathLike`` values ``path(value)`` (default: the path string; provenance records files by sha256), and
+    anything else its ``repr``. With ``finite`` a NaN becomes ``None`` and an infinity ``"inf"`` / ``"-inf"``, so
+    the output is strict JSON.
+    """
+    def conv(value: Any) -> Any:
+        if value is None or isinstance(value, (bool, int, str)):
+            return value
+        if isinstance(value, float):
+            if finite and not math.isfinite(value):
+                return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+            return value
+        if isinstance(value, Mapping):
+            return {str(k): conv(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [conv(v) for v in value]
+        if isinstance(value, np.generic):
+            return conv(value.item())
+        if isinstance(value, np.ndarray):
+            return conv(value.tolist())
+        if isinstance(value, os.PathLike):
+            return path(value)
+        if isinstance(value, np.random.Generator):
+            return {"bit_generator": type(value.bit_generator).__name__, "state": value.bit_generator.state["state"]}
+        if hasattr(value, "to_dict") and not isinstance(value, type):
+            return conv(value.to_dict())
+        return repr(value)
+
+    return conv(obj)
+
+
 def json_default(obj):
-    """``json.dump(..., default=json_default)``: numpy scalars and arrays, paths; ``repr`` for anything else."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return repr(obj)
+    """``json.dump(..., default=json_default)``: :func:`to_jsonable` for what ``json`` cannot write itself (numpy
+    scalars and arrays, paths, …), keeping non-finite floats as ``json`` writes them."""
+    return to_jsonable(obj, finite=False)
 
 
 def save_features(path: str | os.PathLike, X: np.ndarray, *, key: str = "features") -> Path:
@@ -147,13 +179,70 @@ def load_features(path: str | os.PathLike, *, key: str | None = None, mmap: bool
     return arr
 
 
+def _read_npy_header(f) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) from an open ``.npy`` stream positioned at its start; the stream is left after the header."""
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(f)
+    return tuple(shape), dtype
+
+
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "float32", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def feature_shape(path: str | os.PathLike, key: str | None = None) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) of a feature array without reading its data: the ``.npy`` header (with the size check of
+    :func:`load_features`), the header of the ``.npz`` member, or the ``.safetensors`` header.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        An unknown suffix, a missing or ambiguous ``key``, or a truncated / corrupt file; one line naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"feature file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        arr = load_features(path, key=key, mmap=True)
+        return tuple(arr.shape), arr.dtype
+    if suffix == ".npz":
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+                name = pick_array(names, key, path)
+                with z.open(name + ".npy") as f:
+                    return _read_npy_header(f)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            if str(exc).startswith("feature file"):
+                raise
+            raise ValueError(f"feature file {str(path)!r} is truncated or corrupt ({type(exc).__name__}: {exc}); "
+                             "recreate it") from None
+    if suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                name = pick_array(list(f.keys()), key, path)
+                sl = f.get_slice(name)
+                shape, dtype = tuple(sl.get_shape()), sl.get_dtype()
+        except ValueError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(f"feature file {str(path)!r} could not be read ({type(exc).__name__}: {exc}); "
+                             "recreate it") from None
+        return shape, np.dtype(_SAFETENSORS_DTYPES.get(str(dtype).upper(), "object"))
+    raise ValueError(f"feature file {str(path)!r} has an unknown suffix; use {', '.join(FEATURE_SUFFIXES)}")
+
+
 def _check_npy_size(path: Path) -> None:
     """A ``.npy`` file must hold exactly the bytes its header promises: numpy reads a file with extra bytes, so a
     damaged shape in the header (``(7, 3)`` -> ``(7, 2)``) would otherwise load as a smaller, wrong array."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(f)
+        shape, dtype = _read_npy_header(f)
         expected = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     size = path.stat().st_size
     if not dtype.hasobject and size != expected:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write, sha256_file, split_feature_path
+from ._io import atomic_write, sha256_file, split_feature_path, to_jsonable
 
 log = logging.getLogger(__name__)
 
@@ -84,25 +84,6 @@ def file_record(path: str | os.PathLike) -> dict:
     return out
 
 
-def _plain(value: Any) -> Any:
-    """Plain JSON values: paths become file records, numpy scalars numbers, containers recurse."""
-    import numpy as np
-
-    if isinstance(value, os.PathLike):
-        return file_record(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.random.Generator):
-        return {"bit_generator": type(value.bit_generator).__name__, "state": value.bit_generator.state["state"]}
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
-
-
 def provenance(**inputs: Any) -> dict:
     """A plain-JSON record of what produced a result.
 
@@ -141,18 +122,8 @@ def provenance(**inputs: Any) -> dict:
     for name, value in inputs.items():
         if name in record:
             raise ValueError(f"provenance input {name!r} clashes with a field the record sets itself; rename it")
-        record[name] = _plain(value)
+        record[name] = to_jsonable(value, path=file_record, finite=False)
     return record
-
-
-def command_line() -> str:
-    """The command line of this process, as typed (``unialign similarity x.npy y.npy``)."""
-    import shlex
-
-    argv = list(sys.argv)
-    if argv and Path(argv[0]).name in ("unialign", "__main__.py", "cli.py"):
-        argv[0] = "unialign"
-    return shlex.join(argv)
 
 
 # ---- the encoder a feature file records ---------------------------------------------------------------------------

@@ -85,17 +85,15 @@ def _harness_emit():
 
 
 def _plain(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
+    """Plain JSON values (:func:`align._io.to_jsonable`), floats rounded to 6 digits."""
+    from align._io import to_jsonable
+
+    v = to_jsonable(v, finite=False)
     if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
         return [_plain(x) for x in v]
-    if isinstance(v, float):
-        return round(v, 6)
-    return v
+    return round(v, 6) if isinstance(v, float) else v
 
 
 def skip(case: str, reason: str) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import numbers
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

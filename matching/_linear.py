@@ -71,7 +71,6 @@ def procrustes(X: Any, Y: Any, partial_match: np.ndarray, *, n_refine: int = 0, 
     ``UserWarning`` says so. ``n_refine`` rounds of fit → assign → refit on all matched pairs (stops early when
     the matching no longer changes). Needs at least 2 known pairs.
     """
-    import torch
 
     n_refine = check_int("n_refine", n_refine, min_value=0)
 

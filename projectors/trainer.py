@@ -161,18 +161,14 @@ class _GatherWithGrad(torch.autograd.Function):
 
 
 def maybe_init_distributed() -> bool:
-    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1); True when distributed."""
-    import torch.distributed as dist
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1); True when distributed.
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size() > 1
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        return True
-    return False
+    :func:`align._distributed.init_distributed`: one joiner for training and extraction, which also makes
+    ``cuda:LOCAL_RANK`` the current device.
+    """
+    from align._distributed import init_distributed
+
+    return init_distributed()
 
 
 # ---- data -------------------------------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def test_key_value_options_read_numbers_lists_and_strings():
 
 
 def test_select_picks_each_encoders_field_by_modality():
-    from align.cli import _field_for
+    from align.app._features import field_for as _field_for
 
     class Captions:  # the parts of the Dataset contract _field_for reads
         spec, fields, default_field = "captions:x", ("image", "caption"), "image"

@@ -146,7 +146,7 @@ CASES = [
     ("sim-bad-sigma", "similarity {X} {Y} --metric rbf_cka --sigma -1", 1, "sigma"),
     ("sim-bad-param", "similarity {X} {Y} -p nosuch=1", 1, "nosuch"),
     ("sim-reserved-device", "similarity {X} {Y} -p device=cpu", 2, "use --device"),
-    ("sim-reserved-batch", "similarity {X} {Y} -p batch_size=3", 2, "use --batch-size"),
+    ("sim-reserved-batch", "similarity {X} {Y} -p batch_size=3", 2, "use --chunk-size"),
     ("sim-bad-kv", "similarity {X} {Y} -p novalue", 2, "key=value"),
     ("sim-one-file", "similarity {X}", 2, "two feature files"),
     ("sim-negative-null", "similarity {X} {Y} --null -1", 2, "--null"),
@@ -173,7 +173,7 @@ CASES = [
     ("match-seeds-text", "match {X} {Y} --seeds {text_csv}", 1, "two integers"),
     ("match-seeds-missing", "match {X} {Y} --seeds {missing}", 1, "does not exist"),
     ("match-reserved-rng", "match {X} {Y} -p rng=3", 2, "use --seed"),
-    ("match-reserved-n-seeds", "match {X} {Y} -p n_seeds=3", 2, "use --n-seeds"),
+    ("match-reserved-n-seeds", "match {X} {Y} -p n_seeds=3", 2, "use --n-known"),
     ("match-bad-param", "match {X} {Y} -p nosuch=3 --n-seeds 5 --n-query 5 --splits 1", 1, "nosuch"),
     ("match-trunc", "match {trunc_npy} {Y}", 1, "truncated or corrupt"),
     # ---- fit

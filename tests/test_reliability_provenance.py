@@ -83,11 +83,11 @@ def test_similarity_records_files_and_seed(files):
 
 
 def test_match_records_seed_and_seed_pairs(files):
-    out = _json(_invoke(["match", files["X"], files["Y"], "--n-seeds", "5", "--n-query", "10", "--splits", "1",
+    out = _json(_invoke(["match", files["X"], files["Y"], "--n-known", "5", "--n-query", "10", "--splits", "1",
                          "--seed", "4"]))
     assert out["provenance"]["seed"] == 4 and out["provenance"]["method"] == "faq"
-    out = _json(_invoke(["match", files["X"], files["Y"], "--method", "procrustes", "--seeds", files["seeds"]]))
-    assert out["provenance"]["seeds"]["sha256"] == _sha(files["seeds"])
+    out = _json(_invoke(["match", files["X"], files["Y"], "--method", "procrustes", "--known-pairs", files["seeds"]]))
+    assert out["provenance"]["known_pairs"]["sha256"] == _sha(files["seeds"])
     assert out["provenance"]["x"]["sha256"] == _sha(files["X"])
 
 

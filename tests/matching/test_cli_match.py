@@ -36,16 +36,16 @@ def test_match_evaluates_paired_files(files):
 def test_match_with_seeds_prints_the_matching(files):
     d, perm = files
     r = CliRunner().invoke(main, ["match", str(d / "x.npy"), str(d / "ys.npy"), "--method", "local_cka",
-                                  "--seeds", str(d / "pairs.csv")])
+                                  "--known-pairs", str(d / "pairs.csv")])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
-    assert out["n_seeds"] == 10 and len(out["col_ind"]) == 60
+    assert out["n_known"] == 10 and len(out["col_ind"]) == 60
     assert np.mean(np.asarray(out["col_ind"]) == perm) >= 0.95
 
 
 def test_match_passes_method_params(files):
     d, _ = files
-    r = CliRunner().invoke(main, ["match", str(d / "x.npy"), str(d / "ys.npy"), "--seeds", str(d / "pairs.csv"),
+    r = CliRunner().invoke(main, ["match", str(d / "x.npy"), str(d / "ys.npy"), "--known-pairs", str(d / "pairs.csv"),
                                   "-p", "transport=true", "-p", "n_init=2"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["n_restarts"] == 2
@@ -56,7 +56,7 @@ def test_match_passes_method_params(files):
     [
         (["--method", "faqq"], "unknown method 'faqq'"),
         (["-p", "bogus=1"], "unknown parameter(s) 'bogus'"),
-        (["--n-seeds", "50", "--n-query", "50"], "`n_seeds` + `n_query` must be <="),
+        (["--n-known", "50", "--n-query", "50"], "`n_seeds` + `n_query` must be <="),
     ],
 )
 def test_match_errors_are_one_line(files, extra, msg):
@@ -74,3 +74,36 @@ def test_match_rejects_bad_seed_files(files):
     (d / "dup.csv").write_text("0,1\n0,2\n")
     r = CliRunner().invoke(main, ["match", str(d / "x.npy"), str(d / "ys.npy"), "--seeds", str(d / "dup.csv")])
     assert r.exit_code == 1 and "duplicates" in r.stderr
+
+
+def test_old_option_spellings_still_work_with_a_warning(files):
+    d, perm = files
+    old = CliRunner().invoke(main, ["match", str(d / "x.npy"), str(d / "ys.npy"), "--method", "local_cka",
+                                    "--seeds", str(d / "pairs.csv")])
+    new = CliRunner().invoke(main, ["match", str(d / "x.npy"), str(d / "ys.npy"), "--method", "local_cka",
+                                    "--known-pairs", str(d / "pairs.csv")])
+    assert old.exit_code == 0 and "warning: --seeds is deprecated" in old.stderr and "use --known-pairs" in old.stderr
+    assert json.loads(old.stdout)["col_ind"] == json.loads(new.stdout)["col_ind"]
+    r = CliRunner().invoke(main, ["match", str(d / "x.npy"), str(d / "x.npy"), "--method", "procrustes",
+                                  "--n-seeds", "5", "--n-query", "20", "--splits", "1"])
+    assert r.exit_code == 0 and "--n-seeds is deprecated" in r.stderr
+    r = CliRunner().invoke(main, ["match", str(d / "x.npy"), str(d / "x.npy"), "--n-seeds", "5", "--n-known", "6"])
+    assert r.exit_code == 2 and "give only --n-known" in r.stderr
+
+
+def test_n_items_counts_known_pairs_and_hidden_items(files):
+    d, _ = files
+    a = CliRunner().invoke(main, ["match", str(d / "x.npy"), str(d / "x.npy"), "--method", "procrustes",
+                                  "--n-known", "10", "--n-items", "40", "--splits", "1"])
+    b = CliRunner().invoke(main, ["match", str(d / "x.npy"), str(d / "x.npy"), "--method", "procrustes",
+                                  "--n-known", "10", "--n-query", "30", "--splits", "1"])
+    assert a.exit_code == 0 and json.loads(a.stdout)["accuracies"] == json.loads(b.stdout)["accuracies"]
+    r = CliRunner().invoke(main, ["match", str(d / "x.npy"), str(d / "x.npy"), "--n-items", "40", "--n-query", "3"])
+    assert r.exit_code == 2
+
+
+def test_match_list_says_what_each_method_needs():
+    r = CliRunner().invoke(main, ["match", "--list"])
+    assert r.exit_code == 0, r.output
+    table = {m["name"]: m for m in json.loads(r.stdout)}
+    assert table["procrustes"]["min_known_pairs"] == 2 and "faq" in table

@@ -53,7 +53,7 @@ def test_fit_mlp_prints_curves_and_summary_then_retrieve(files):
 def test_fit_closed_form_kinds(files, kind, extra):
     out = files / f"{kind}.pt"
     r = CliRunner().invoke(main, ["fit", "--kind", kind, "--x", str(files / "x.npy"), "--y", str(files / "y.npy"),
-                                  "--out", str(out), *extra])
+                                  "--val-fraction", "0.2", "--out", str(out), *extra])
     assert r.exit_code == 0, r.output
     (summary,) = _lines(r.stdout)
     assert summary["kind"] == kind and summary["val"]["query_to_gallery"]["R@1"] > 0.3
@@ -102,3 +102,15 @@ def test_fit_with_groups_keeps_groups_together(files):
                                   str(files / "gy.npy"), "--groups", str(files / "bad_g.npy"), "--out",
                                   str(files / "g.pt")])
     assert r.exit_code == 1 and "--groups must hold one int id per row" in r.stderr
+
+
+def test_fit_defaults_to_the_closed_form_linear_map_on_every_pair(files):
+    """`unialign fit` with no kind fits the closed-form linear map (no training) on every pair: no silent split."""
+    out = files / "default.pt"
+    r = CliRunner().invoke(main, ["fit", "--x", str(files / "x.npy"), "--y", str(files / "y.npy"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    (summary,) = _lines(r.stdout)
+    n = np.load(files / "x.npy").shape[0]
+    assert summary["kind"] == "linear" and summary["n_train"] == n and "val" not in summary
+    assert summary["val_fraction"] == 0.0 and summary["fit_report"]["trains"] is False
+    assert "fit: linear on" in r.stderr
