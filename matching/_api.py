@@ -85,6 +85,7 @@ def faq_features(X: Any, Y: Any, partial_match: np.ndarray, *, kernel: str = "co
 
 def _methods() -> dict[str, tuple[Callable, int]]:
     """name -> (function taking features, minimum number of known pairs)."""
+    from ._blind import blind
     from ._linear import asif, lstsq, procrustes, relative
     from ._ot import entropic_gw, fused_gw, gromov_wasserstein
 
@@ -98,10 +99,11 @@ def _methods() -> dict[str, tuple[Callable, int]]:
         "lstsq": (lstsq, 2),
         "relative": (relative, 2),
         "asif": (asif, 2),
+        "blind": (blind, 0),
     }
 
 
-METHODS = ("faq", "local_cka", "gw", "entropic_gw", "fused_gw", "procrustes", "lstsq", "relative", "asif")
+METHODS = ("faq", "local_cka", "gw", "entropic_gw", "fused_gw", "procrustes", "lstsq", "relative", "asif", "blind")
 
 
 def list_methods() -> list[str]:
@@ -159,6 +161,8 @@ def check_match_memory(method: str, n_x: int, n_y: int, options: dict, dims: tup
         need = 8 * (8 * kernels + 20 * pairs)
     elif method == "local_cka":
         need = 8 * (2 * kernels + 8 * pairs)
+    elif method == "blind":  # both kernels padded, 2-opt's B_p, A B_p and gains, GW's coupling, gradient, logits
+        need = 8 * (4 * kernels + 10 * pairs)
     else:  # procrustes, lstsq, relative, asif: one similarity matrix, assigned
         need = 8 * 3 * pairs
     check_memory(need, f"method {method!r} on {n_x:,} x {n_y:,} items (dense {n_x:,} x {n_y:,} matrices)",
@@ -181,6 +185,8 @@ def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: A
         - ``"gw"``, ``"entropic_gw"``, ``"fused_gw"``: Gromov–Wasserstein couplings through POT.
         - ``"procrustes"``, ``"lstsq"``: a map fitted on the known pairs, then nearest assignment.
         - ``"relative"``, ``"asif"``: relative representations over the known pairs.
+        - ``"blind"``: no known pairs at all; returns a :class:`matching.BlindResult` with a confidence report
+          (:func:`matching.blind`).
 
         Pick ``faq`` (with ``n_init`` restarts and ``two_opt=True``) or ``gw`` when the two spaces share structure
         and known pairs are few; the anchor methods are much cheaper but need more pairs. On Multi30k captions
@@ -228,7 +234,7 @@ def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: A
     if len(seeds) < min_seeds:
         raise ValueError(f"method {method!r} needs at least {min_seeds} known pairs in `partial_match`, got "
                          f"{len(seeds)}; use method='faq' or 'gw' to match from structure alone")
-    if method == "faq":
+    if method in ("faq", "blind"):
         params["rng"] = rng
     log.info("match: method=%s n_x=%d n_y=%d seeds=%d", method, n_x, n_y, len(seeds))
     return func(X, Y, seeds, **params)
