@@ -44,7 +44,7 @@ class BlindProjector(Projector):
     max_items : int
         Rows of each side the blind matching runs on (a random subset when there are more); its cost grows as
         :math:`O(n^2 d)` per refinement step.
-    n_components, n_candidates, epsilon, refine, self_learning
+    n_components, n_candidates, epsilon, gw_max_iter, refine, self_learning
         The settings of the blind matching (:func:`matching.blind` documents them).
     rng : int or None
         Seed of the subsets, the null and the hold-out splits.
@@ -59,14 +59,15 @@ class BlindProjector(Projector):
     """
 
     def __init__(self, *, base: str = "procrustes", alpha: float = 1.0, max_items: int = 1000,
-                 n_components: int = 8, n_candidates: int = 8, epsilon: float = 0.01, refine: str = "gw+two_opt",
-                 self_learning: bool = True, rng: Any = 0):
+                 n_components: int = 8, n_candidates: int = 8, epsilon: float = 0.01, gw_max_iter: int = 100,
+                 refine: str = "gw+two_opt", self_learning: bool = True, rng: Any = 0):
         self.base = base
         self.alpha = alpha
         self.max_items = max_items
         self.n_components = n_components
         self.n_candidates = n_candidates
         self.epsilon = epsilon
+        self.gw_max_iter = gw_max_iter
         self.refine = refine
         self.self_learning = self_learning
         self.rng = rng
@@ -98,7 +99,8 @@ class BlindProjector(Projector):
         rows_x = np.sort(gen.choice(len(Xn), max_items, replace=False)) if len(Xn) > max_items else np.arange(len(Xn))
         rows_y = np.sort(gen.choice(len(Yn), max_items, replace=False)) if len(Yn) > max_items else np.arange(len(Yn))
         out = blind_align(Xn[rows_x], Yn[rows_y], n_components=n_components, n_candidates=n_candidates,
-                          epsilon=epsilon, refine=self.refine, self_learning=bool(self.self_learning), rng=gen)
+                          epsilon=epsilon, gw_max_iter=check_int("gw_max_iter", self.gw_max_iter, min_value=1),
+                          refine=self.refine, self_learning=bool(self.self_learning), rng=gen)
         matched = np.flatnonzero(out.col >= 0)
         self.pairs_ = np.stack([rows_x[matched], rows_y[out.col[matched]]], axis=1).astype(np.int64)
         self.confidence_ = dict(out.report)
