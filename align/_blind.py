@@ -154,7 +154,9 @@ def _sinkhorn(M: np.ndarray, p: np.ndarray, q: np.ndarray, eps: float, f: np.nda
               n_iter: int = 1000, tol: float = 1e-7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Log-domain Sinkhorn (POT's ``sinkhorn_log`` iteration) from the potentials ``f, g`` (warm start): the
     coupling of cost ``M`` with marginals ``p, q`` and the final potentials."""
-    from scipy.special import logsumexp
+    def logsumexp(Z, axis):  # plain numpy: scipy's array-API wrapper costs more than the arithmetic here
+        m = Z.max(axis=axis, keepdims=True)
+        return (m + np.log(np.exp(Z - m).sum(axis=axis, keepdims=True))).squeeze(axis)
 
     L = -M / eps
     lp, lq = np.log(p), np.log(q)
