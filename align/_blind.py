@@ -50,6 +50,7 @@ __all__ = ["standardize", "pca_scores", "polar", "csls", "assignment", "rotation
 #: The documented rule behind ``report["confident"]`` (see :func:`confidence_report`).
 CONFIDENCE_RULE = "holdout_agreement >= 0.5 and stability >= 0.5"
 HOLDOUT_MIN = 0.5
+FAST_ASSIGN_ENTRIES = 90_000
 STABILITY_MIN = 0.5
 
 
@@ -121,23 +122,31 @@ def rotation_starts(Xk: np.ndarray, Yk: np.ndarray, *, n_iter: int = 10, n_keep:
         rng = rng if rng is not None else np.random.default_rng(0)
         patterns = [patterns[i] for i in np.sort(rng.choice(len(patterns), max_starts, replace=False))]
     found: dict[bytes, tuple[float, np.ndarray]] = {}
+    # above ~300 x 300 items the alternation assigns each row its best column (a LAP per step would dominate);
+    # the final matching of every start is still one-to-one
+    fast = Xk.shape[0] * Yk.shape[0] > FAST_ASSIGN_ENTRIES
+    step = (lambda S: S.argmax(axis=1)) if fast else assignment
     for signs in patterns:
         W = np.diag(signs)
         col = None
         for _ in range(n_iter):
             S = Xk @ W @ Yk.T
-            new = assignment(S)
+            new = step(S)
             if col is not None and np.array_equal(new, col):
                 break
             col = new
             m = col >= 0
             W = polar(Xk[m].T @ Yk[col[m]])
+        S = Xk @ W @ Yk.T
         m = col >= 0
-        score = float((Xk[m] @ W * Yk[col[m]]).sum())
+        score = float(S[np.flatnonzero(m), col[m]].sum())
         key = col.tobytes()
         if key not in found or found[key][0] < score:
-            found[key] = (score, col)
-    return sorted(found.values(), key=lambda t: -t[0])[:n_keep]
+            found[key] = (score, col, W)
+    best = sorted(found.values(), key=lambda t: -t[0])[:n_keep]
+    if fast:  # one-to-one matchings of the kept starts only
+        best = [(sc, assignment(Xk @ W @ Yk.T)) for sc, _, W in best]
+    return [(sc, col) for sc, col, *_ in best]
 
 
 # ---- 2. entropic Gromov-Wasserstein with factored kernels -----------------------------------------------------
@@ -145,7 +154,9 @@ def _sinkhorn(M: np.ndarray, p: np.ndarray, q: np.ndarray, eps: float, f: np.nda
               n_iter: int = 1000, tol: float = 1e-7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Log-domain Sinkhorn (POT's ``sinkhorn_log`` iteration) from the potentials ``f, g`` (warm start): the
     coupling of cost ``M`` with marginals ``p, q`` and the final potentials."""
-    from scipy.special import logsumexp
+    def logsumexp(Z, axis):  # plain numpy: scipy's array-API wrapper costs more than the arithmetic here
+        m = Z.max(axis=axis, keepdims=True)
+        return (m + np.log(np.exp(Z - m).sum(axis=axis, keepdims=True))).squeeze(axis)
 
     L = -M / eps
     lp, lq = np.log(p), np.log(q)

@@ -2,7 +2,7 @@
 
 ``match(X, Y, method=…, partial_match=…, rng=…) -> MatchResult`` is the front door; the solvers are also exported
 flat (POT style): ``faq`` (seeded FAQ / GOAT on square matrices, restarts batched in torch), ``local_cka``,
-``gromov_wasserstein``, ``entropic_gw``, ``fused_gw``, ``procrustes``, ``lstsq``, ``relative``, ``asif``;
+``gromov_wasserstein``, ``entropic_gw``, ``fused_gw``, ``blind`` (no known pairs, with a confidence report), ``procrustes``, ``lstsq``, ``relative``, ``asif``;
 ``kernel_matrix`` builds the kernels; ``evaluate`` runs the base/query protocol of Maniparambil et al. (CVPR 2024);
 ``quadratic_assignment`` is scipy's call of the same name and options, solved by ``faq``.
 ``list_methods()`` describes every method (:class:`MethodInfo`: what it needs, its cost class, its parameters) and
@@ -12,6 +12,7 @@ flat (POT style): ``faq`` (seeded FAQ / GOAT on square matrices, restarts batche
 free items; see :func:`matching._api.faq_features`); the low-level QAP solver ``faq(A, B)`` keeps scipy's defaults.
 """
 from ._api import local_cka, match
+from ._blind import BlindResult, blind
 from ._evaluate import EvaluationResult, evaluate
 from ._faq import faq
 from ._kernels import KERNELS, kernel_matrix
@@ -28,6 +29,8 @@ __all__ = [
     "MethodInfo",
     "METHODS",
     "MatchResult",
+    "BlindResult",
+    "blind",
     "evaluate",
     "EvaluationResult",
     "faq",

@@ -230,6 +230,8 @@ def check_match_memory(method: str, n_x: int, n_y: int, options: dict, dims: tup
         need = 8.0 * ((0 if factors else 20 * kernels) + 12 * pairs + 10 * in_flight)
     elif method in ("gw", "entropic_gw", "fused_gw"):
         need = 8 * (8 * kernels + 20 * pairs)
+    elif method == "blind":  # both kernels padded, 2-opt's B_p, A B_p and gains, GW's coupling, gradient, logits
+        need = 8 * (4 * kernels + 10 * pairs)
     elif method == "local_cka":
         need = 8 * (2 * kernels + 8 * pairs)
     else:  # procrustes, lstsq, relative, asif: one similarity matrix, assigned

@@ -135,6 +135,7 @@ _CHECKS: dict[str, Callable] = {
     "transport_tol": _float("transport_tol", 0.0, inclusive=False), "two_opt": _two_opt,
     "two_opt_max_iter": _int("two_opt_max_iter", 0), "batch_size": _opt_int("batch_size", 1),
     "seeds_temperature": _float("seeds_temperature", 0.0, inclusive=False),
+    "lap_solver": _choice("lap_solver", ("auto", "lapjv", "scipy")), "memory_budget": _opt_int("memory_budget", 1),
     # OT
     "epsilon": _opt_pos_float("epsilon"),
     # anchors
@@ -145,6 +146,15 @@ _METHOD_CHECKS: dict[tuple[str, str], Callable] = {
     ("gw", "init"): _choice("init", ("entropic", "product")),
     ("fused_gw", "alpha"): _float("alpha", 0.0, hi=1.0),
     ("lstsq", "alpha"): _lstsq_alpha,
+    ("blind", "n_components"): _int("n_components", 1),
+    ("blind", "n_candidates"): _int("n_candidates", 1),
+    ("blind", "epsilon"): _float("epsilon", 0.0, inclusive=False),
+    ("blind", "gw_max_iter"): _int("gw_max_iter", 0),
+    ("blind", "refine"): _choice("refine", ("gw+two_opt", "two_opt", "gw", "none")),
+    ("blind", "self_learning"): _bool("self_learning"),
+    ("blind", "csls_k"): _int("csls_k", 1),
+    ("blind", "n_null"): _int("n_null", 1),
+    ("blind", "n_holdout"): _int("n_holdout", 1),
 }
 
 
@@ -162,6 +172,7 @@ def _keyword_params(func: Callable) -> dict[str, Any]:
 
 def _build() -> dict[str, _Spec]:
     from ._api import faq_features, local_cka
+    from ._blind import blind
     from ._faq import faq
     from ._linear import asif, lstsq, procrustes, relative
     from ._ot import entropic_gw, fused_gw, gromov_wasserstein
@@ -188,6 +199,8 @@ def _build() -> dict[str, _Spec]:
          "relative representations over the known pairs as anchors", None, False),
         ("asif", asif, 2, ("known pairs", "features"), "O(n^2 k) + one O(n^3) assignment",
          "ASIF: sparse relative representations (top-k, raised to a power)", None, False),
+        ("blind", blind, 0, ("features",), "O(2^k n^2 + n_candidates (GW + 2-opt: O(n^3)))",
+         "no known pairs: structure-only starts, GW + 2-opt, self-learning, and a confidence report", None, True),
     ]
     table = {}
     for name, func, min_k, needs, cost, desc, params, stochastic in rows:
@@ -202,7 +215,7 @@ def _build() -> dict[str, _Spec]:
     return table
 
 
-METHODS = ("faq", "local_cka", "gw", "entropic_gw", "fused_gw", "procrustes", "lstsq", "relative", "asif")
+METHODS = ("faq", "local_cka", "gw", "entropic_gw", "fused_gw", "procrustes", "lstsq", "relative", "asif", "blind")
 _TABLE: dict[str, _Spec] = {}
 
 

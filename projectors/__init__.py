@@ -2,7 +2,8 @@
 
 Kinds (``list_projectors()``): ``linear`` (closed-form ridge or trained), ``procrustes`` (orthogonal, zero-pads
 unequal dimensions), ``mlp`` (residual head), ``glu`` (SAIL-style gated MLP), ``cca`` (both sides into a shared
-k-dim space) and ``subspace`` (chooses k by held-out retrieval/matching, in front of any kind). Trained kinds use
+k-dim space), ``blind`` (fitted from unpaired samples, no known pairs) and ``subspace`` (chooses k by held-out
+retrieval/matching, in front of any kind). Trained kinds use
 the contrastive losses of :mod:`projectors.losses` and the loop of :mod:`projectors.trainer` (memory-mapped
 features, AdamW, warmup + cosine, early stopping on validation R@1, atomic resumable checkpoints, DDP under
 ``torchrun``). ``save(path)`` / :func:`load_projector` round-trip a fitted projector with its provenance.
@@ -18,6 +19,7 @@ from ._base import (
     load_projector,
     make_projector,
 )
+from ._blind import BlindProjector
 from ._linear import CCAProjector, ProcrustesProjector
 from ._neural import (
     GLUProjector,
@@ -29,6 +31,7 @@ from ._neural import (
 from ._subspace import SubspaceProjector
 
 __all__ = [
+    "BlindProjector",
     "CCAProjector",
     "GLUProjector",
     "LinearProjector",
