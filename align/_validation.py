@@ -170,8 +170,9 @@ def did_you_mean(value: str, valid: Iterable[str], n: int = 3) -> list[str]:
 
     Spelling variants first (case, ``-`` for ``_``), then names that contain ``value`` as one of their ``_`` /
     ``-`` separated words, ending with it before elsewhere (``cka`` -> ``linear_cka``, ``rbf_cka``, … in the order
-    of ``valid``, not ``cknna``), then names that contain it as a substring, then names contained in ``value``
-    (``linear_cka2`` -> ``linear_cka``, ``timm/resnet50`` -> ``timm:``), then names ending with the same word, then :func:`difflib.get_close_matches`
+    of ``valid``, not ``cknna``), then names that contain it as a substring (those starting with it first:
+    ``lin`` -> ``linear``), then names contained in ``value`` (``linear_cka2`` -> ``linear_cka``,
+    ``timm/resnet50`` -> ``timm:``), then names ending with the same word, then :func:`difflib.get_close_matches`
     (typos). Within the last two groups the closest spelling comes first.
     """
     import difflib
@@ -205,6 +206,7 @@ def did_you_mean(value: str, valid: Iterable[str], n: int = 3) -> list[str]:
         groups[g].append(c)
     if groups[0]:
         return groups[0][:n]  # a spelling variant: nothing else is worth a mention
+    groups[3].sort(key=lambda c: not c.lower().replace("-", "_").startswith(key))  # an abbreviation first: lin -> linear
     groups[4].sort(key=len, reverse=True)
     for g in (5, 6):
         groups[g].sort(key=lambda c: -ratio[c])
