@@ -126,6 +126,18 @@ def provenance(**inputs: Any) -> dict:
     return record
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that is running, shell-quoted: ``unialign demo --quick`` when the CLI runs (as the ``unialign``
+    script or ``python -m align.cli``), else the Python command line (``python script.py ...``)."""
+    import shlex
+
+    argv = list(sys.argv if argv is None else argv)
+    head = Path(argv[0]).name if argv else ""
+    if head == "cli.py" or head.startswith("unialign"):
+        return shlex.join(["unialign", *argv[1:]])
+    return shlex.join(["python", *argv]) if argv else "python"
+
+
 # ---- the encoder a feature file records ---------------------------------------------------------------------------
 def write_feature_sidecar(path: str | os.PathLike, record: dict) -> Path:
     """Write ``record`` (``provenance(encoder=…, …)``) beside a feature file as ``<file>.provenance.json``, with the

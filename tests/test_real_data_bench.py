@@ -40,7 +40,9 @@ def test_without_data_every_section_is_skipped_with_a_reason(tmp_path):
 def test_quick_rows(tmp_path, shared_data):
     rows = _run(tmp_path, _env(UNIALIGN_DATA=str(shared_data)))
     assert all(r["suite"] == "real" and isinstance(r["case"], str) and r["time_s"] >= 0 for r in rows)
-    assert not [r for r in rows if r.get("status") == "skipped"]
+    # only Debian's optional datasets may be absent (the reason names the package); the rest must run
+    skipped = [r for r in rows if r.get("status") == "skipped"]
+    assert not [r for r in skipped if "apt-get install" not in r.get("reason", "")], skipped
     by_case: dict[str, list[dict]] = {}
     for r in rows:
         by_case.setdefault(r["case"], []).append(r)
@@ -77,7 +79,8 @@ def test_quick_rows(tmp_path, shared_data):
     assert len(zs) == 4 and all(0 <= r["top1"] <= r["top5"] <= 1 for r in zs)
     assert len(by_case["imagenet/similarity"]) == 14
 
-    fm = by_case["fashion/transfer"]
-    assert len(fm) == 6 and all(0 <= r["top1"] <= r["top3"] <= 1 and r["chance_top1"] == 0.1 for r in fm)
-    ref = [r for r in fm if "reference" in r["fitted_on"]]
-    assert max(r["top1"] for r in ref) > 0.3  # a few labelled images per class: far above chance
+    if not any(r["case"] == "fashion" for r in skipped):
+        fm = by_case["fashion/transfer"]
+        assert len(fm) == 6 and all(0 <= r["top1"] <= r["top3"] <= 1 and r["chance_top1"] == 0.1 for r in fm)
+        ref = [r for r in fm if "reference" in r["fitted_on"]]
+        assert max(r["top1"] for r in ref) > 0.3  # a few labelled images per class: far above chance

@@ -155,7 +155,7 @@ CASES = [
     ("match-mismatch", "match {X} {Y39} --n-seeds 5 --n-query 5 --splits 1", 1, "rows"),
     ("match-1d", "match {X1d} {Y} --n-seeds 5 --n-query 5 --splits 1", 1, "2-d"),
     ("match-empty", "match {Xempty} {Y} --n-seeds 5 --n-query 5 --splits 1", 1, "row"),
-    ("match-too-few", "match {X} {Y} --n-seeds 30 --n-query 30 --splits 1", 1, "n_seeds"),
+    ("match-too-few", "match {X} {Y} --n-known 30 --n-query 30 --splits 1", 1, "n_known"),
     ("match-constant", "match {Xconst} {Y} --n-seeds 5 --n-query 5 --splits 1", 1, "constant"),
     ("match-constant-seeds", "match {X} {Xconst} --seeds {unsorted_csv}", 1, "constant"),
     ("match-3d", "match {X3d} {Y} --n-seeds 5 --n-query 5 --splits 1", 1, "2-d"),

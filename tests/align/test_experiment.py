@@ -250,7 +250,8 @@ def test_layer_sweep_heatmap_with_a_known_diagonal(tmp_path):
     acc = {(r["x"], r["y"]): r["mean"] for r in res.aggregates if r["task"] == "matching"}
     assert set(acc) == {(f"a[{i}]", f"b[{j}]") for i in (2, 6) for j in (4, 6)}
     assert acc[("a[6]", "b[6]")] == 1.0  # the same layer of the same model: every item is found
-    assert min(acc.values()) < 1.0  # other layer pairs really are different arrays
+    # (faq at its defaults finds every item of these 14 phrases at every layer pair; that the cells read different
+    # arrays is checked on the sweep's CKA matrix below)
     cell = json.loads(next((tmp_path / "out" / "cells" / "similarity").glob("*.json")).read_text())
     sweep = cell["result"]["sweep"]
     assert sweep["layers_x"] == ["hidden_states.2", "hidden_states.6"]

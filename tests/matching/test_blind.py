@@ -103,7 +103,7 @@ def test_unequal_sizes_leave_extra_rows_unmatched():
 
 
 def test_front_door_and_result():
-    assert "blind" in list_methods()
+    assert "blind" in [m.name for m in list_methods()]
     X, Y, _ = _planted(n=30)
     res = match(X, Y, method="blind", rng=0, n_candidates=2)
     d = res.to_dict()

@@ -56,7 +56,7 @@ def test_match_passes_method_params(files):
     [
         (["--method", "faqq"], "unknown method 'faqq'"),
         (["-p", "bogus=1"], "unknown parameter(s) 'bogus'"),
-        (["--n-known", "50", "--n-query", "50"], "`n_seeds` + `n_query` must be <="),
+        (["--n-known", "50", "--n-query", "50"], "`n_known` + `n_query` must be <="),
     ],
 )
 def test_match_errors_are_one_line(files, extra, msg):

@@ -16,7 +16,7 @@ SEEDED = {"faq": {"n_init": 4}, "local_cka": {}, "gw": {}, "entropic_gw": {}, "f
 
 def test_list_methods():
     infos = matching.list_methods()
-    assert [m.name for m in infos] == list(SEEDED) == list(matching.METHODS)
+    assert [m.name for m in infos] == [*SEEDED, "blind"] == list(matching.METHODS)  # blind takes no known pairs
     assert all(isinstance(m, matching.MethodInfo) for m in infos)
     d = {m.name: m.to_dict() for m in infos}
     assert d["faq"]["min_known_pairs"] == 0 and "kernels" in d["faq"]["needs"] and d["faq"]["stochastic"]

@@ -10,6 +10,7 @@ import projectors
 from projectors import NotFittedError, list_projectors, load_projector, make_projector
 
 KINDS = {
+    "blind": {"n_candidates": 2, "rng": 0},
     "linear": {},
     "procrustes": {},
     "cca": {"n_components": 3},
