@@ -32,11 +32,28 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-__all__ = ["procrustes_map", "RANK_RTOL"]
+__all__ = ["procrustes_map", "svd", "RANK_RTOL"]
 
 #: Singular values at or below ``RANK_RTOL * sigma_max`` count as zero: far above the rounding (about 1e-16 relative)
 #: of exactly rank-deficient cross-covariances, far below any direction the data actually determine.
 RANK_RTOL = 1e-10
+
+
+def svd(A: Any, *, full_matrices: bool = False) -> tuple[Any, Any, Any]:
+    """``torch.linalg.svd(A)``, falling back to LAPACK's ``gesvd`` (scipy, float64, CPU) when the default divide and
+    conquer driver fails to converge. ``gesdd`` does fail on some well-scaled matrices with many repeated singular
+    values, at one thread count and not another (a 898 x 898 complement in the full demo, 1 thread); ``gesvd`` is
+    slower and robust. The factors come back in ``A``'s dtype and device."""
+    import torch
+
+    try:
+        return torch.linalg.svd(A, full_matrices=full_matrices)
+    except torch.linalg.LinAlgError:
+        import scipy.linalg
+
+        a = A.detach().to("cpu", torch.float64).numpy()
+        factors = scipy.linalg.svd(a, full_matrices=full_matrices, lapack_driver="gesvd")
+        return tuple(torch.from_numpy(f).to(device=A.device, dtype=A.dtype) for f in factors)
 
 
 def procrustes_map(M: Any, *, complete: str = "zero", rtol: float = RANK_RTOL, warn: bool = True,
@@ -74,7 +91,7 @@ def procrustes_map(M: Any, *, complete: str = "zero", rtol: float = RANK_RTOL, w
     if k == 0:
         return M.new_zeros((dx, dy)), 0
     full = complete == "identity"
-    U, S, Vh = torch.linalg.svd(M, full_matrices=full)
+    U, S, Vh = svd(M, full_matrices=full)
     smax = float(S[0]) if S.numel() else 0.0
     r = int((S > rtol * smax).sum()) if smax > 0 else 0
     W = U[:, :r] @ Vh[:r]
@@ -89,6 +106,6 @@ def procrustes_map(M: Any, *, complete: str = "zero", rtol: float = RANK_RTOL, w
             Up, Vp = U[:, r:], Vh[r:].T  # (dx, dx - r), (dy, dy - r)
             E = torch.eye(dx, dy, dtype=M.dtype, device=M.device)
             N = Up.T @ E @ Vp
-            a, _, bt = torch.linalg.svd(N, full_matrices=False)
+            a, _, bt = svd(N)
             W = W + Up @ (a @ bt) @ Vp.T
     return W, r

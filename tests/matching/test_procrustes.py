@@ -134,3 +134,24 @@ def test_procrustes_projector_uses_the_canonical_rotation():
             torch.set_num_threads(before)
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-10)
     np.testing.assert_allclose(outs[0], Y, atol=1e-8)  # the known pairs are still carried exactly
+
+
+@pytest.mark.parametrize("complete", ["zero", "identity"])
+def test_a_divide_and_conquer_failure_falls_back_to_gesvd(complete, monkeypatch):
+    """torch's gesdd fails to converge on some matrices with many repeated singular values (seen at 1 thread on a
+    898 x 898 complement in the full demo); the map is then computed by LAPACK's gesvd, with the same result."""
+    rng = np.random.default_rng(1)
+    M = torch.from_numpy(rng.normal(size=(12, 7)) @ rng.normal(size=(7, 9)))  # rank 7 < 9: the complement is used
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        W, r = procrustes_map(M, complete=complete)
+        real = torch.linalg.svd
+
+        def failing(A, *args, **kwargs):
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+
+        monkeypatch.setattr(torch.linalg, "svd", failing)
+        W2, r2 = procrustes_map(M, complete=complete)
+    monkeypatch.setattr(torch.linalg, "svd", real)
+    assert r2 == r == 7 and W2.dtype == M.dtype
+    np.testing.assert_allclose(W2.numpy(), W.numpy(), atol=1e-10)
