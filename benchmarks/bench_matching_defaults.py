@@ -9,10 +9,15 @@ partner), for several feature pairs and sizes. Every configuration of one (pair,
     python benchmarks/bench_matching_defaults.py faq --sizes 100,300,1000 --out benchmarks/results/matching-defaults-faq.json
     python benchmarks/bench_matching_defaults.py others --sizes 100,300
     python benchmarks/bench_matching_defaults.py gw --sizes 100,300 --splits 3   # gw vs entropic_gw, draw by draw
+    python benchmarks/bench_matching_defaults.py asif --sizes 100,300           # asif's grid, old default, relative
+    python benchmarks/bench_matching_defaults.py asif --pairs test_en_de --query-pair val_en_de --n-known 1000 \
+        --sizes 500 --splits 3                                                   # 1,000 anchors, 500 queries
 
 Feature pairs (``--pairs``, from ``--feats``, default ``/work/feats`` or ``$UNIALIGN_FEATS``): ``test_en_de`` (MiniLM
 English vs multilingual-E5 German captions of Multi30k test_2016), ``val_en_de`` (the same on val), ``test_en_en``
-(MiniLM English vs E5 English). Pairs whose files are missing are skipped with a note on stderr.
+(MiniLM English vs E5 English). Pairs whose files are missing are skipped with a note on stderr. With
+``--query-pair`` the known pairs are drawn from ``--pairs`` and the ``--sizes`` queries from the query pair
+(``evaluate(query=)``: more anchors than one file's items allow).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+import types
 import warnings
 from pathlib import Path
 
@@ -48,6 +54,33 @@ PAIRS = {
 
 OLD_FAQ = {"n_init": 1, "two_opt": False, "init": "auto"}  # the defaults before issue 19
 
+
+def old_asif(X, Y, partial_match, rng=None):
+    """``asif`` as it was before issue 19, for the side-by-side table: centred features, the 10 largest anchor
+    similarities kept, negatives set to 0, raised to the power 8, unit norm, inner product, linear assignment."""
+    from scipy.optimize import linear_sum_assignment
+
+    def unit(Z):
+        return Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-300)
+
+    def sparse(Z, anchors):
+        R = unit(Z) @ unit(Z[anchors]).T
+        idx = np.argsort(-R, axis=1, kind="stable")[:, :min(10, R.shape[1])]
+        out = np.zeros_like(R)
+        np.put_along_axis(out, idx, np.clip(np.take_along_axis(R, idx, 1), 0.0, None) ** 8.0, 1)
+        return unit(out)
+
+    Xc = unit(X - X.mean(0)).astype(np.float64)
+    Yc = unit(Y - Y.mean(0)).astype(np.float64)
+    S = sparse(Xc, partial_match[:, 0]) @ sparse(Yc, partial_match[:, 1]).T
+    col = np.full(len(X), -1, dtype=np.int64)
+    col[partial_match[:, 0]] = partial_match[:, 1]
+    rows = np.setdiff1d(np.arange(len(X)), partial_match[:, 0])
+    cols = np.setdiff1d(np.arange(len(Y)), partial_match[:, 1])
+    r, c = linear_sum_assignment(S[np.ix_(rows, cols)], maximize=True)
+    col[rows[r]] = cols[c]
+    return types.SimpleNamespace(col_ind=col, similarity=S)
+
 CONFIGS = {
     "faq": {
         "default": ("faq", {}),
@@ -65,12 +98,18 @@ CONFIGS = {
         "transport (GOAT) barycenter": ("faq", {"transport": True, "init": "auto", "two_opt": False}),
         "transport (GOAT) seeds": ("faq", {"transport": True, "init": "seeds", "two_opt": False}),
     },
+    "asif": {
+        "relative": ("relative", {}),
+        "asif default": ("asif", {}),
+        "old asif (centred topk=10 power=8)": (old_asif, {}),
+        **{f"asif topk={k} power={p:g}": ("asif", {"topk": k, "power": p})
+           for k in (10, 30, 100, None) for p in (1.0, 2.0, 4.0, 8.0) if (k, p) != (None, 1.0)},
+    },
     "others": {
         "local_cka": ("local_cka", {}),
         "local_cka kernel=linear": ("local_cka", {"kernel": "linear"}),
         "relative": ("relative", {}),
         "asif": ("asif", {}),
-        **{f"asif topk={k} power={p:g}": ("asif", {"topk": k, "power": p}) for k in (10, 30) for p in (1.0, 2.0, 8.0)},
         "procrustes": ("procrustes", {}),
         "lstsq": ("lstsq", {}),
         "entropic_gw": ("entropic_gw", {}),
@@ -97,6 +136,10 @@ def run(args) -> None:
             print(f"skip {pair}: {fx} or {fy} missing", file=sys.stderr)
             continue
         X, Y = np.load(fx), np.load(fy)
+        query, tag = None, pair
+        if args.query_pair:
+            query = tuple(np.load(feats / f) for f in PAIRS[args.query_pair])
+            tag = f"{pair}->{args.query_pair}"
         for size in (int(s) for s in args.sizes.split(",")):
             rows = {name: {"acc": None, "accs": None, "cpu": []} for name in configs}
             for _ in range(args.rounds):
@@ -104,7 +147,8 @@ def run(args) -> None:
                     if size > args.max_size.get(method, 10**9):
                         continue
                     t = time.process_time()
-                    r = matching.evaluate(X, Y, method, n_known=args.n_known, n_query=size - args.n_known,
+                    n_query = size if query is not None else size - args.n_known
+                    r = matching.evaluate(X, Y, method, n_known=args.n_known, n_query=n_query, query=query,
                                           n_splits=args.splits, rng=args.seed, **params)
                     rows[name]["cpu"].append(time.process_time() - t)
                     if rows[name]["acc"] is not None and rows[name]["acc"] != r.accuracy:
@@ -113,9 +157,11 @@ def run(args) -> None:
             for name, (method, params) in configs.items():
                 if not rows[name]["cpu"]:
                     continue
-                row = {"section": args.section, "pair": pair, "n_items": size, "n_known": args.n_known,
-                       "splits": args.splits, "config": name, "method": method, "params": params,
+                row = {"section": args.section, "pair": tag, "n_items": size + (args.n_known if query else 0),
+                       "n_known": args.n_known, "splits": args.splits, "config": name,
+                       "method": method if isinstance(method, str) else method.__name__, "params": params,
                        "accuracy": round(rows[name]["acc"], 4), "accuracies": [round(a, 4) for a in rows[name]["accs"]],
+                       "accuracy_sd": round(statistics.stdev(rows[name]["accs"]), 4) if args.splits > 1 else 0.0,
                        "cpu_s": round(statistics.median(rows[name]["cpu"]), 3),
                        "cpu_rounds": [round(c, 3) for c in rows[name]["cpu"]], "threads": args.threads}
                 line = json.dumps(row)
@@ -170,6 +216,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("section", choices=sorted(CONFIGS) + ["gw"])
     p.add_argument("--pairs", default="test_en_de,val_en_de,test_en_en")
+    p.add_argument("--query-pair", default=None, choices=sorted(PAIRS),
+                   help="draw the queries (--sizes of them) from this pair, the known pairs from --pairs")
     p.add_argument("--sizes", default="100,300")
     p.add_argument("--n-known", type=int, default=30)
     p.add_argument("--splits", type=int, default=5)

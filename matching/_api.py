@@ -255,7 +255,8 @@ def match(X: Any, Y: Any, method: str = "faq", partial_match: Any = None, rng: A
         - ``"local_cka"``: each pair scored by the CKA of seeds + pair (:func:`matching.local_cka`).
         - ``"gw"``, ``"entropic_gw"``, ``"fused_gw"``: Gromov–Wasserstein couplings through POT.
         - ``"procrustes"``, ``"lstsq"``: a map fitted on the known pairs, then nearest assignment.
-        - ``"relative"``, ``"asif"``: relative representations over the known pairs.
+        - ``"relative"``, ``"asif"``: relative representations over the known pairs (``asif``: on uncentred
+          features, with ASIF's ``topk`` sparsification and ``power``; by default all anchors, power 1).
 
         Pick ``faq`` (with ``n_init`` restarts and ``two_opt=True``) or ``gw`` when the two spaces share structure
         and known pairs are few; the anchor methods are much cheaper but need more pairs. On Multi30k captions

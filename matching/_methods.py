@@ -139,7 +139,7 @@ _CHECKS: dict[str, Callable] = {
     # OT
     "epsilon": _opt_pos_float("epsilon"),
     # anchors
-    "n_refine": _int("n_refine", 0), "topk": _int("topk", 1), "power": _float("power", 0.0, inclusive=False),
+    "n_refine": _int("n_refine", 0), "topk": _opt_int("topk", 1), "power": _float("power", 0.0, inclusive=False),
 }
 # parameters whose check differs by method
 _METHOD_CHECKS: dict[tuple[str, str], Callable] = {
@@ -198,7 +198,7 @@ def _build() -> dict[str, _Spec]:
         ("relative", relative, 2, ("known pairs", "features"), "O(n^2 k) + one O(n^3) assignment",
          "relative representations over the known pairs as anchors", None, False),
         ("asif", asif, 2, ("known pairs", "features"), "O(n^2 k) + one O(n^3) assignment",
-         "ASIF: sparse relative representations (top-k, raised to a power)", None, False),
+         "ASIF: relative representations on uncentred features, top-k kept, raised to a power", None, False),
         ("blind", blind, 0, ("features",), "O(2^k n^2 + n_candidates (GW + 2-opt: O(n^3)))",
          "no known pairs: structure-only starts, GW + 2-opt, self-learning, and a confidence report", None, True),
     ]

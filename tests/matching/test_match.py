@@ -11,7 +11,7 @@ import matching
 from ._helpers import hide
 
 SEEDED = {"faq": {"n_init": 4}, "local_cka": {}, "gw": {}, "entropic_gw": {}, "fused_gw": {}, "procrustes": {},
-          "lstsq": {}, "relative": {}, "asif": {"power": 1.0}}
+          "lstsq": {}, "relative": {}, "asif": {}}
 
 
 def test_list_methods():
@@ -53,6 +53,40 @@ def test_lstsq_recovers_a_general_linear_map(rng):
     Ys, seeds, perm = hide(X, Y, 12, rng)
     res = matching.match(X, Ys, "lstsq", seeds, alpha=1e-6)
     np.testing.assert_array_equal(res.col_ind, perm)
+
+
+def _asif_reference(X, Y, pm, topk, power):
+    """ASIF's pair scores written out: unit rows (not centred), cosines to the anchors, the ``topk`` largest kept,
+    signed power, unit rows, inner products."""
+    def rep(Z, anchors):
+        Z = Z / np.linalg.norm(Z, axis=1, keepdims=True)
+        R = Z @ Z[anchors].T
+        keep = np.argsort(-R, axis=1)[:, :R.shape[1] if topk is None else min(topk, R.shape[1])]
+        v = np.take_along_axis(R, keep, axis=1)
+        out = np.zeros_like(R)
+        np.put_along_axis(out, keep, np.sign(v) * np.abs(v) ** power, axis=1)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    return rep(X, pm[:, 0]) @ rep(Y, pm[:, 1]).T
+
+
+@pytest.mark.parametrize("topk, power", [(None, 1.0), (4, 3.0), (7, 0.5), (100, 2.0)])
+def test_asif_scores_equal_a_naive_reference(topk, power, rng):
+    X = rng.normal(size=(30, 5)) + 0.7  # offsets: asif works on the uncentred features, as the paper does
+    Y = rng.normal(size=(30, 7)) - 0.3
+    pm = np.stack([rng.choice(30, 9, replace=False), rng.choice(30, 9, replace=False)], axis=1)
+    res = matching.match(X, Y, "asif", pm, topk=topk, power=power)
+    np.testing.assert_allclose(res.similarity, _asif_reference(X, Y, pm, topk, power), rtol=1e-10, atol=1e-12)
+
+
+def test_asif_default_recovers_a_planted_isometry_with_an_offset(paired_features):
+    X, Y = paired_features
+    Ys, seeds, perm = hide(X, Y + 1.0, 15, np.random.default_rng(3))
+    res = matching.match(X, Ys, "asif", seeds)
+    np.testing.assert_array_equal(res.col_ind[seeds[:, 0]], seeds[:, 1])
+    assert np.mean(res.col_ind == perm) >= 0.95
+    sharp = matching.match(X, Ys, "asif", seeds, topk=3, power=8.0)  # the paper's sparse, sharp setting, few anchors
+    assert np.mean(sharp.col_ind == perm) < np.mean(res.col_ind == perm)
 
 
 def test_refinement_never_loses_seeds_and_reports_iterations(paired_features):
@@ -198,6 +232,7 @@ def test_check_params_checks_names_and_values_without_running():
     assert info.name == "faq" and info.min_known_pairs == 0
     assert matching.check_params("procrustes").min_known_pairs == 2
     assert matching.check_params("gw", init="product", rng=0).name == "gw"
+    assert matching.check_params("asif", topk=None, power=2.0).name == "asif"  # topk=None: all anchors
     for method, params, message in [
         ("faq", {"n_init": 0}, "n_init"),
         ("faq", {"two_opt": "sometimes"}, "two_opt"),
@@ -206,6 +241,7 @@ def test_check_params_checks_names_and_values_without_running():
         ("gw", {"init": "seeds"}, "init"),
         ("fused_gw", {"alpha": 1.5}, "alpha"),
         ("asif", {"topk": 0}, "topk"),
+        ("asif", {"power": 0.0}, "power"),
         ("entropic_gw", {"epsilon": -1.0}, "epsilon"),
         ("faq", {"bogus": 1}, "unknown parameter"),
         ("faqq", {}, "faqq"),
