@@ -234,7 +234,7 @@ def _pot_sinkhorn_max(G, reg, tol, max_iter):
                                               (31, 0.05, 3)])
 def test_scale_domain_sinkhorn_equals_pots_plan(m, tol, max_iter):
     torch = pytest.importorskip("torch")
-    from matching._faq import _sinkhorn_max
+    from matching._faq_transport import _sinkhorn_max
 
     rng = np.random.default_rng(m)
     G = rng.normal(size=(4, m, m)) * np.array([1.0, 10.0, 0.01, 300.0])[:, None, None]  # the scale must not matter
@@ -245,7 +245,7 @@ def test_scale_domain_sinkhorn_equals_pots_plan(m, tol, max_iter):
 
 def test_sinkhorn_chunks_and_log_domain_give_the_same_plan():
     torch = pytest.importorskip("torch")
-    from matching._faq import _sinkhorn_knopp, _sinkhorn_max, _sinkhorn_max_log
+    from matching._faq_transport import _sinkhorn_knopp, _sinkhorn_max, _sinkhorn_max_log
 
     G = torch.from_numpy(np.random.default_rng(0).normal(size=(5, 30, 30)))
     whole = _sinkhorn_max(G, 10.0, 1000, 1e-6)
@@ -258,14 +258,14 @@ def test_sinkhorn_chunks_and_log_domain_give_the_same_plan():
 
 def test_sinkhorn_falls_back_to_the_log_domain_when_the_scalings_leave_floating_point_range(monkeypatch):
     torch = pytest.importorskip("torch")
-    from matching import _faq
+    from matching import _faq_transport
 
     G = np.random.default_rng(1).random(size=(3, 20, 20))
     G[1, 0] = -1.0  # in float32, exp(100 (G - max G)) of this row is exp(-200) = 0: K v = 0 and u = inf
     calls = []
-    log_domain = _faq._sinkhorn_max_log
-    monkeypatch.setattr(_faq, "_sinkhorn_max_log", lambda g, *a: calls.append(len(g)) or log_domain(g, *a))
-    Q = _faq._sinkhorn_max(torch.from_numpy(G).float(), 100.0, 1000, 0.05).double().numpy()
+    log_domain = _faq_transport._sinkhorn_max_log
+    monkeypatch.setattr(_faq_transport, "_sinkhorn_max_log", lambda g, *a: calls.append(len(g)) or log_domain(g, *a))
+    Q = _faq_transport._sinkhorn_max(torch.from_numpy(G).float(), 100.0, 1000, 0.05).double().numpy()
     assert calls == [1]  # only problem 1 went to the log domain
     assert np.isfinite(Q).all()
     for k in range(3):
@@ -338,7 +338,7 @@ def test_kernels_are_exactly_symmetric_at_the_size_that_broke_it(kernel):
 
 def test_lap_backends_agree_where_the_optimum_is_unique():
     pytest.importorskip("lap")
-    from matching._faq import _lap_solver, _solve_min
+    from matching._assign import _lap_solver, _solve_min
 
     rng = np.random.default_rng(1)
     for m in (2, 7, 40, 150):
@@ -394,13 +394,13 @@ def test_low_rank_engine_independent_of_batch_size(paired_features):
 
 
 def test_product_first_and_gather_paths_agree(monkeypatch):
-    from matching import _faq
+    from matching import _faq_frank_wolfe
 
     rng = np.random.default_rng(8)
     A, B = _weighted(45, rng), _weighted(45, rng)
     seeds = np.array([[0, 4], [2, 2]])
     first = matching.faq(A, B, seeds, n_init=5, rng=1)
-    monkeypatch.setattr(_faq, "PRODUCT_FIRST_MAX_M", 0)
+    monkeypatch.setattr(_faq_frank_wolfe, "PRODUCT_FIRST_MAX_M", 0)
     gather = matching.faq(A, B, seeds, n_init=5, rng=1)
     np.testing.assert_array_equal(first.col_ind, gather.col_ind)
     assert first.score == pytest.approx(gather.score, rel=1e-12)
