@@ -49,8 +49,36 @@ def assign_max_batch(G: np.ndarray) -> tuple[np.ndarray, int]:
     return cols, len(solve)
 
 
-def _lap_solver(name: str):
-    """The LAP routine for ``lap_solver``: ``lap.lapjvx`` (LAPJV, package ``lapx``) or None for scipy's."""
+class _UserLap:
+    """A callable ``lap_solver``: ``fn(cost) -> col_ind`` for a square minimum-cost assignment, output checked.
+
+    ``fn`` gets a read-only view of FAQ's buffer (a copy is the caller's to make) and must return ``col_ind`` of
+    shape (m,), each column ``0 … m-1`` once (row ``i`` takes column ``col_ind[i]``).
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, cost: np.ndarray) -> np.ndarray:
+        view = cost.view()
+        view.flags.writeable = False
+        cols = np.asarray(self.fn(view))
+        m = len(cost)
+        if (cols.shape != (m,) or not np.issubdtype(cols.dtype, np.integer)
+                or not np.array_equal(np.sort(cols), np.arange(m))):
+            raise ValueError(
+                f"`lap_solver` must return the column of each row of an assignment (an int array of shape ({m},) "
+                f"holding each of 0..{m - 1} once), got {cols.dtype} of shape {cols.shape}; for example "
+                "lap_solver=lambda cost: scipy.optimize.linear_sum_assignment(cost)[1]"
+            )
+        return cols.astype(np.int64, copy=False)
+
+
+def _lap_solver(name):
+    """The LAP routine for ``lap_solver``: ``lap.lapjvx`` (LAPJV, package ``lapx``), None for scipy's, or a
+    :class:`_UserLap` around a callable."""
+    if callable(name):
+        return _UserLap(name)
     if name == "scipy":
         return None
     try:
@@ -66,6 +94,13 @@ def _lap_solver(name: str):
         return None
 
 
+def _strict_ties(solver) -> bool:
+    """Whether a row-argmin assignment may stand in for the LAP only when it is the unique optimum (strict row
+    minima): for scipy's solver and a callable, whose own choice among tied optima is then kept; LAPJV (``lapx``)
+    breaks ties its own way anyway, so there distinct argmins suffice."""
+    return solver is None or isinstance(solver, _UserLap)
+
+
 def _solve_min(cost: np.ndarray, solver, projection: bool = False) -> np.ndarray:
     """Columns of a minimum-cost assignment of the square ``cost`` (rows in order).
 
@@ -74,6 +109,8 @@ def _solve_min(cost: np.ndarray, solver, projection: bool = False) -> np.ndarray
     """
     if solver is None:
         return linear_sum_assignment(cost)[1]
+    if isinstance(solver, _UserLap):
+        return solver(cost)
     if projection:
         import lap
 
@@ -89,15 +126,16 @@ def _assign_min_batch(cost: np.ndarray, solver, projection: bool = False) -> tup
 
     Where the row argmins are distinct (a permutation), every row sits at its minimum, so that assignment is
     optimal, and it is the only optimum unless some row ties; the LAP runs for the other matrices only. With scipy's
-    solver the row minima must also be strict (then it is the unique optimum, exactly what scipy would return, so
-    ties still break as scipy's do); LAPJV breaks ties its own way anyway, so there distinct argmins suffice.
+    solver or a callable the row minima must also be strict (then it is the unique optimum, exactly what that
+    solver would return, so ties still break as it breaks them); LAPJV breaks ties its own way anyway, so there
+    distinct argmins suffice (:func:`_strict_ties`).
     """
     r, m, _ = cost.shape
     arg = cost.argmin(axis=2)
     ok = np.zeros((r, m), dtype=bool)
     ok[np.arange(r)[:, None], arg] = True
     ok = ok.all(axis=1)
-    if solver is None and ok.any():
+    if _strict_ties(solver) and ok.any():
         top = np.take_along_axis(cost, arg[:, :, None], axis=2)
         ok &= ((cost <= top).sum(axis=2) == 1).all(axis=1)
     solve = np.flatnonzero(~ok)

@@ -22,7 +22,48 @@ from ._result import MatchResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["faq"]
+__all__ = ["faq", "random_doubly_stochastic"]
+
+
+def random_doubly_stochastic(m: int, rng: Any = None, *, tol: float = 1e-3, max_iter: int = 1000) -> np.ndarray:
+    r"""A random doubly stochastic ``(m, m)`` matrix: uniform(0, 1) entries balanced by Sinkhorn–Knopp.
+
+    The random part ``K`` of the ``"randomized"`` start :math:`(J + K) / 2` of :func:`faq` (``J`` the barycenter,
+    all entries ``1/m``), drawn and balanced as scipy's ``quadratic_assignment(P0="randomized")``: the entries of
+    ``rng.uniform(size=(m, m))``, then alternating column and row scalings until every row and column sum is within
+    ``tol`` of 1 (or ``max_iter`` steps). Use it to build explicit starts for ``faq(init=...)`` that another solver
+    (scipy's ``P0``) starts from as well, so the two run side by side from the same points; both check an explicit
+    start's sums to about 1e-6, so pass a small ``tol`` (such as 1e-8) there, or the default 1e-3 may be refused.
+
+    Parameters
+    ----------
+    m : int
+        Size (at least 1): the number of free items, for a start of :func:`faq`.
+    rng : int, Generator or None
+        The one source of the ``m * m`` uniform draws.
+    tol : float, default 1e-3
+        Largest deviation of a row or column sum from 1 (scipy's value).
+    max_iter : int, default 1000
+        Most balancing steps.
+
+    Returns
+    -------
+    ndarray of shape (m, m), float64
+
+    Examples
+    --------
+    Four randomized starts over the free items, one child generator each, for ``faq`` and scipy alike:
+
+    >>> m = 5
+    >>> children = [np.random.default_rng(s) for s in np.random.SeedSequence(0).spawn(4)]
+    >>> starts = np.stack([(random_doubly_stochastic(m, c, tol=1e-8) + 1.0 / m) / 2 for c in children])
+    >>> bool(np.allclose(starts.sum(axis=1), 1, atol=1e-8) and np.allclose(starts.sum(axis=2), 1, atol=1e-8))
+    True
+    """
+    m = check_int("m", m, min_value=1)
+    tol = check_float("tol", tol, min_value=0.0, inclusive=False)
+    max_iter = check_int("max_iter", max_iter, min_value=1)
+    return _random_doubly_stochastic(m, check_rng(rng), tol, max_iter)
 
 
 def _random_doubly_stochastic(m: int, rng: np.random.Generator, tol: float = 1e-3, max_iter: int = 1000) -> np.ndarray:
@@ -196,13 +237,20 @@ def faq(
         Bytes for the batch buffers (default :data:`BATCH_BYTES`, 64 MiB): 2 ``(m, m)`` matrices per restart for
         kernel factors, 5 for symmetric dense sides, 6 otherwise (10 with ``transport=True``), at least one
         restart. Sizes the batch when ``batch_size`` is not given.
-    lap_solver : {"auto", "lapjv", "scipy"}, default "auto"
+    lap_solver : {"auto", "lapjv", "scipy"} or callable, default "auto"
         The linear assignment solver of the direction step and the final projection: ``"lapjv"`` is
         Jonker–Volgenant (``lap.lapjvx`` of the ``lapx`` package), ``"scipy"`` is
         ``scipy.optimize.linear_sum_assignment``; ``"auto"`` takes ``lapx`` when it is installed, else scipy. Both
         are exact: where the optimum is unique they return the same assignment, and only ties (several optimal
         assignments, as on unweighted graphs) may break differently, so the path can differ from scipy's FAQ
-        while being as valid. Timings: benchmarks/README.md.
+        while being as valid. Timings: benchmarks/README.md. A callable ``lap_solver(cost) -> col_ind`` solves
+        the *minimum*-cost assignment of a square float64 array ``cost`` (m, m) (a read-only view: copy it to
+        keep it) and returns the column of each row, an int array of shape (m,), e.g. ``lambda cost:
+        linear_sum_assignment(cost)[1]``, which gives exactly ``"scipy"``'s path. It is called for every
+        direction step whose row minima are not distinct and strict (only a unique optimum is taken without it,
+        so ties break as the callable breaks them) and for every final projection whose row maxima are not
+        (with ``cost = -P``); any other return is a ``ValueError``. With ``transport=True`` the solver is
+        unused: the direction is a Sinkhorn plan and the projection scipy's.
     device, dtype
         Where and in what precision to compute (default: the input's device, float64). The assignment step runs
         on CPU.
@@ -225,16 +273,16 @@ def faq(
     products and gathers, and :math:`\langle C, P\rangle`, :math:`\langle A P B^\top, P\rangle`,
     :math:`\lVert P\rVert^2` follow from the step by recurrences, so the last iteration (step 0) costs only its
     assignment; up to :data:`matching._faq_frank_wolfe.PRODUCT_FIRST_MAX_M` free items the product comes first
-    and the quadratic term is a gather of it. The objective of each answer comes from the same gathers. When the matrices are kernels
-    ``F F^T`` of ``n x d`` features (see :func:`matching.match`), the solver keeps the ``d x d`` core
-    ``F^T P G`` instead of ``A P B^T`` and the products cost :math:`O(m^2 d)` instead of :math:`O(m^3)`. The
-    restarts of a batch share buffers allocated once per call (``memory_budget``); the random starts of a batch
-    are balanced together. The assignment (:math:`O(m^3)`) is skipped when the gradient's row maxima lie in
-    distinct columns (for ``lap_solver="scipy"`` also strict: then it is the unique optimum, the one scipy would
-    return). The one-product symmetric path is taken for exactly symmetric inputs (``torch.equal(A, A.T)``);
-    :func:`matching.kernel_matrix` returns such matrices. With ``transport=True`` each step runs Sinkhorn on the
-    dense ``Q`` instead, and the products with ``Q`` are full products (no gather). Speed and memory against scipy:
-    benchmarks/README.md.
+    and the quadratic term is a gather of it. The objective of each answer comes from the same gathers. When the
+    matrices are kernels ``F F^T`` of ``n x d`` features (see :func:`matching.match`), the solver keeps the
+    ``d x d`` core ``F^T P G`` instead of ``A P B^T`` and the products cost :math:`O(m^2 d)` instead of
+    :math:`O(m^3)`. The restarts of a batch share buffers allocated once per call (``memory_budget``); the random
+    starts of a batch are balanced together. The assignment (:math:`O(m^3)`) is skipped when the gradient's row
+    maxima lie in distinct columns (for ``lap_solver="scipy"`` or a callable also strict: then it is the unique
+    optimum, the one that solver would return). The one-product symmetric path is taken for exactly symmetric inputs
+    (``torch.equal(A, A.T)``); :func:`matching.kernel_matrix` returns such matrices. With ``transport=True`` each
+    step runs Sinkhorn on the dense ``Q`` instead, and the products with ``Q`` are full products (no gather). Speed
+    and memory against scipy: benchmarks/README.md.
 
     References
     ----------
@@ -257,7 +305,8 @@ def faq(
         batch_size = check_int("batch_size", batch_size, min_value=1)
     if memory_budget is not None:
         memory_budget = check_int("memory_budget", memory_budget, min_value=1)
-    check_choice("lap_solver", lap_solver, ("auto", "lapjv", "scipy"))
+    if not callable(lap_solver):
+        check_choice("lap_solver", lap_solver, ("auto", "lapjv", "scipy"))
     rng = check_rng(rng)
     dev = resolve_device(device, A, B) if _factors is None else resolve_device(device, *_factors)
     dtype = dtype or torch.float64

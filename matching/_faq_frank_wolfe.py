@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from ._assign import _assign_min_batch, _solve_min
+from ._assign import _assign_min_batch, _solve_min, _strict_ties
 
 
 class _Operand:
@@ -146,7 +146,7 @@ class _FrankWolfe:
         """Nearest permutations to final ``P`` (k, m, m): maximum-weight assignments, columns (k, m).
 
         One restart at a time, on a view of the buffer (no ``(k, m, m)`` copy): row argmaxes where they are distinct
-        (and strict, for scipy's solver), else the LAP on ``-P[k]``.
+        (and strict, for scipy's solver or a callable), else the LAP on ``-P[k]``.
         """
         out = np.empty((len(P), self.m), dtype=np.int64)
         for k in range(len(P)):
@@ -155,7 +155,7 @@ class _FrankWolfe:
             hit = np.zeros(self.m, dtype=bool)
             hit[arg] = True
             ok = hit.all()
-            if ok and self.solver is None:
+            if ok and _strict_ties(self.solver):
                 ok = bool(((Pk >= Pk[np.arange(self.m), arg][:, None]).sum(axis=1) == 1).all())
             out[k] = arg if ok else _solve_min(-Pk, self.solver, projection=True)
         return out
