@@ -36,8 +36,7 @@ LARGE = {"n_candidates": 2, "gw_max_iter": 30}  # settings at 1,000 items (cost:
 
 def make_imagenet(feats: Path) -> None:
     """Classifier rows, MiniLM prompt embeddings, photo features and labels of the ImageNet sample."""
-    from align.data import load_dataset
-    from align.data._concepts import imagenet_wnids
+    from align.data import imagenet_wnids, load_dataset
     from align.encoders import load_encoder
 
     concepts = load_dataset("concepts:imagenet-1k")

@@ -4,7 +4,8 @@
 flat (POT style): ``faq`` (seeded FAQ / GOAT on square matrices, restarts batched in torch), ``local_cka``,
 ``gromov_wasserstein``, ``entropic_gw``, ``fused_gw``, ``blind`` (no known pairs, with a confidence report), ``procrustes``, ``lstsq``, ``relative``, ``asif``;
 ``kernel_matrix`` builds the kernels; ``evaluate`` runs the base/query protocol of Maniparambil et al. (CVPR 2024);
-``quadratic_assignment`` is scipy's call of the same name and options, solved by ``faq``.
+``quadratic_assignment`` is scipy's call of the same name and options, solved by ``faq``;
+``random_doubly_stochastic`` draws the random part of ``faq``'s randomized starts (explicit starts to share).
 ``list_methods()`` describes every method (:class:`MethodInfo`: what it needs, its cost class, its parameters) and
 ``check_params(method, **params)`` validates a configuration (names and values) without running anything.
 
@@ -14,7 +15,7 @@ free items; see :func:`matching._api.faq_features`); the low-level QAP solver ``
 from ._api import local_cka, match
 from ._blind import BlindResult, blind
 from ._evaluate import EvaluationResult, evaluate
-from ._faq import faq
+from ._faq import faq, random_doubly_stochastic
 from ._kernels import KERNELS, kernel_matrix
 from ._linear import asif, lstsq, procrustes, relative
 from ._ot import entropic_gw, fused_gw, gromov_wasserstein
@@ -35,6 +36,7 @@ __all__ = [
     "EvaluationResult",
     "faq",
     "quadratic_assignment",
+    "random_doubly_stochastic",
     "local_cka",
     "gromov_wasserstein",
     "entropic_gw",

@@ -121,6 +121,10 @@ def _two_opt(v):
     return _bool("two_opt")(v)
 
 
+def _lap_solver(v):
+    return v if callable(v) else check_choice("lap_solver", v, ("auto", "lapjv", "scipy"))
+
+
 def _any(v):
     return v
 
@@ -135,7 +139,7 @@ _CHECKS: dict[str, Callable] = {
     "transport_tol": _float("transport_tol", 0.0, inclusive=False), "two_opt": _two_opt,
     "two_opt_max_iter": _int("two_opt_max_iter", 0), "batch_size": _opt_int("batch_size", 1),
     "seeds_temperature": _float("seeds_temperature", 0.0, inclusive=False),
-    "lap_solver": _choice("lap_solver", ("auto", "lapjv", "scipy")), "memory_budget": _opt_int("memory_budget", 1),
+    "lap_solver": _lap_solver, "memory_budget": _opt_int("memory_budget", 1),
     # OT
     "epsilon": _opt_pos_float("epsilon"),
     # anchors

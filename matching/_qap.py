@@ -169,7 +169,8 @@ def quadratic_assignment(A: Any, B: Any, method: str = "faq", options: dict | No
         lap_solver : {"scipy", "lapjv", "auto"}, default "scipy"
             The linear assignment of each step. A drop-in follows scipy's own choice among tied assignments, so the
             default is scipy's ``linear_sum_assignment``; ``"lapjv"`` (the ``lapx`` package) is faster at large n
-            but breaks ties differently, so its iterates may differ from scipy's where the gradient has ties.
+            but breaks ties differently, so its iterates may differ from scipy's where the gradient has ties; a
+            callable ``lap_solver(cost) -> col_ind`` is your own (see :func:`matching.faq`).
 
         Unknown options are ignored with an ``OptimizeWarning``, as in scipy.
 

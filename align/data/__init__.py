@@ -33,7 +33,7 @@ from typing import Callable
 from .._validation import InputTypeError
 from ._base import Dataset
 
-__all__ = ["Dataset", "load_dataset", "list_datasets", "load_paired_text"]
+__all__ = ["Dataset", "load_dataset", "list_datasets", "load_paired_text", "imagenet_wnids"]
 
 
 def _loader(module: str, name: str) -> Callable:
@@ -155,3 +155,22 @@ def load_paired_text(spec_a: str, spec_b: str, **options) -> tuple[Dataset, Data
     from ._text import load_paired_text as _load
 
     return _load(spec_a, spec_b, **options)
+
+
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1,000 ImageNet-1k WordNet ids (``"n01440764"`` …) in class-index order.
+
+    Entry ``c`` names class ``c`` of every ImageNet-1k classifier head, so it maps an ImageNet file name's
+    ``<wnid>_`` prefix to a class index; the same order as the ids of ``load_dataset("concepts:imagenet-1k")``.
+    Read from the installed timm's ``data/_info/imagenet_synsets.txt`` without importing timm (cached).
+
+    Raises
+    ------
+    MissingPackageError
+        timm is not installed.
+    FileNotFoundError
+        The installed timm lacks the file (upgrade timm).
+    """
+    from ._concepts import imagenet_wnids as _wnids
+
+    return _wnids()

@@ -15,7 +15,7 @@ import pytest
 from numpy.testing import assert_array_equal
 from PIL import Image
 
-from align.data import Dataset, list_datasets, load_dataset, load_paired_text
+from align.data import Dataset, imagenet_wnids, list_datasets, load_dataset, load_paired_text
 from align.data._concepts import first_lemma, timm_info_dir, with_article
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -101,6 +101,19 @@ def test_imagenet_concepts_follow_timm_class_order(imagenet_concepts):
     assert ds.rows("definition") == ds.ids
     assert_array_equal(ds.item_of_row("prompt"), np.arange(1000))
     assert {ds.modality(f) for f in ds.fields} == {"text"}
+
+
+def test_public_imagenet_wnids_are_the_class_order(imagenet_concepts):
+    wnids = imagenet_wnids()
+    assert isinstance(wnids, tuple) and len(wnids) == 1000 and len(set(wnids)) == 1000
+    assert list(wnids) == imagenet_concepts.ids
+    assert wnids[0] == "n01440764"  # class 0 of every ImageNet-1k head: tench
+
+
+def test_importing_align_data_reads_no_concept_module():
+    code = "import sys, align.data; print('align.data._concepts' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"]
 
 
 def test_known_concept_text(imagenet_concepts):

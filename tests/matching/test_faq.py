@@ -234,7 +234,7 @@ def _pot_sinkhorn_max(G, reg, tol, max_iter):
                                               (31, 0.05, 3)])
 def test_scale_domain_sinkhorn_equals_pots_plan(m, tol, max_iter):
     torch = pytest.importorskip("torch")
-    from matching._faq import _sinkhorn_max
+    from matching._faq_transport import _sinkhorn_max
 
     rng = np.random.default_rng(m)
     G = rng.normal(size=(4, m, m)) * np.array([1.0, 10.0, 0.01, 300.0])[:, None, None]  # the scale must not matter
@@ -245,7 +245,7 @@ def test_scale_domain_sinkhorn_equals_pots_plan(m, tol, max_iter):
 
 def test_sinkhorn_chunks_and_log_domain_give_the_same_plan():
     torch = pytest.importorskip("torch")
-    from matching._faq import _sinkhorn_knopp, _sinkhorn_max, _sinkhorn_max_log
+    from matching._faq_transport import _sinkhorn_knopp, _sinkhorn_max, _sinkhorn_max_log
 
     G = torch.from_numpy(np.random.default_rng(0).normal(size=(5, 30, 30)))
     whole = _sinkhorn_max(G, 10.0, 1000, 1e-6)
@@ -258,14 +258,14 @@ def test_sinkhorn_chunks_and_log_domain_give_the_same_plan():
 
 def test_sinkhorn_falls_back_to_the_log_domain_when_the_scalings_leave_floating_point_range(monkeypatch):
     torch = pytest.importorskip("torch")
-    from matching import _faq
+    from matching import _faq_transport
 
     G = np.random.default_rng(1).random(size=(3, 20, 20))
     G[1, 0] = -1.0  # in float32, exp(100 (G - max G)) of this row is exp(-200) = 0: K v = 0 and u = inf
     calls = []
-    log_domain = _faq._sinkhorn_max_log
-    monkeypatch.setattr(_faq, "_sinkhorn_max_log", lambda g, *a: calls.append(len(g)) or log_domain(g, *a))
-    Q = _faq._sinkhorn_max(torch.from_numpy(G).float(), 100.0, 1000, 0.05).double().numpy()
+    log_domain = _faq_transport._sinkhorn_max_log
+    monkeypatch.setattr(_faq_transport, "_sinkhorn_max_log", lambda g, *a: calls.append(len(g)) or log_domain(g, *a))
+    Q = _faq_transport._sinkhorn_max(torch.from_numpy(G).float(), 100.0, 1000, 0.05).double().numpy()
     assert calls == [1]  # only problem 1 went to the log domain
     assert np.isfinite(Q).all()
     for k in range(3):
@@ -338,7 +338,7 @@ def test_kernels_are_exactly_symmetric_at_the_size_that_broke_it(kernel):
 
 def test_lap_backends_agree_where_the_optimum_is_unique():
     pytest.importorskip("lap")
-    from matching._faq import _lap_solver, _solve_min
+    from matching._assign import _lap_solver, _solve_min
 
     rng = np.random.default_rng(1)
     for m in (2, 7, 40, 150):
@@ -394,13 +394,13 @@ def test_low_rank_engine_independent_of_batch_size(paired_features):
 
 
 def test_product_first_and_gather_paths_agree(monkeypatch):
-    from matching import _faq
+    from matching import _faq_frank_wolfe
 
     rng = np.random.default_rng(8)
     A, B = _weighted(45, rng), _weighted(45, rng)
     seeds = np.array([[0, 4], [2, 2]])
     first = matching.faq(A, B, seeds, n_init=5, rng=1)
-    monkeypatch.setattr(_faq, "PRODUCT_FIRST_MAX_M", 0)
+    monkeypatch.setattr(_faq_frank_wolfe, "PRODUCT_FIRST_MAX_M", 0)
     gather = matching.faq(A, B, seeds, n_init=5, rng=1)
     np.testing.assert_array_equal(first.col_ind, gather.col_ind)
     assert first.score == pytest.approx(gather.score, rel=1e-12)
@@ -411,3 +411,79 @@ def test_bad_engine_options_get_a_clear_error():
         matching.faq(np.eye(4), np.eye(4), lap_solver="fast")
     with pytest.raises(ValueError, match="`memory_budget` must be >= 1"):
         matching.faq(np.eye(4), np.eye(4), memory_budget=0)
+
+
+# ---------------------------------------------------------------- public hooks: starts and LAP callbacks ---------
+
+
+def test_random_doubly_stochastic_is_scipys_randomized_draw_and_balancing():
+    from scipy.optimize import _qap
+
+    for m in (1, 7, 40):
+        K = matching.random_doubly_stochastic(m, rng=3)
+        assert K.shape == (m, m) and K.dtype == np.float64 and (K > 0).all()
+        np.testing.assert_allclose(K.sum(axis=0), 1, atol=1e-3)
+        np.testing.assert_allclose(K.sum(axis=1), 1, atol=1e-3)
+        ref = _qap._doubly_stochastic(np.random.default_rng(3).uniform(size=(m, m)))  # scipy's P0="randomized"
+        np.testing.assert_allclose(K, ref, rtol=0, atol=1e-12)
+    tight = matching.random_doubly_stochastic(30, rng=np.random.default_rng(1), tol=1e-10)
+    np.testing.assert_allclose(tight.sum(axis=0), 1, atol=1e-10)
+    assert not np.array_equal(matching.random_doubly_stochastic(5, rng=1), matching.random_doubly_stochastic(5, rng=2))
+
+
+def test_random_doubly_stochastic_starts_give_faq_and_scipy_the_same_path():
+    rng = np.random.default_rng(12)
+    A, B = _weighted(30, rng), _weighted(30, rng)
+    seeds = np.array([[0, 3], [5, 5], [9, 1]])
+    m = 27
+    start = (matching.random_doubly_stochastic(m, rng=4, tol=1e-8) + 1.0 / m) / 2  # faq's init check: 1e-6
+    ours = matching.faq(A, B, seeds, init=start)
+    ref = _scipy_max(A, B, seeds, P0=start)
+    np.testing.assert_array_equal(ours.col_ind, ref.col_ind)
+    assert ours.n_iter == ref.nit
+
+
+@pytest.mark.parametrize("m, kwargs, exc, msg", [
+    (0, {}, ValueError, "`m` must be >= 1"),
+    (3.5, {}, TypeError, "`m` must be an integer"),
+    (3, {"tol": 0.0}, ValueError, "`tol` must be > 0"),
+    (3, {"max_iter": 0}, ValueError, "`max_iter` must be >= 1"),
+    (3, {"rng": "seed"}, TypeError, "`rng` must be None"),
+])
+def test_random_doubly_stochastic_rejects_bad_input(m, kwargs, exc, msg):
+    with pytest.raises(exc, match=msg):
+        matching.random_doubly_stochastic(m, **kwargs)
+
+
+def test_a_callable_lap_solver_follows_its_own_path_and_sees_every_lap():
+    """A callable wrapping scipy's solver gives exactly lap_solver="scipy" (ties included: 0/1 graphs), and it is
+    handed each cost FAQ cannot settle by the unique-argmin shortcut, as a read-only float64 (m, m) array."""
+    rng = np.random.default_rng(2)
+    A, B = correlated_graphs(40, 0.4, 0.9, rng)
+    seeds = np.stack([np.arange(4), np.arange(4)], axis=1)
+    seen = []
+
+    def solver(cost):
+        assert cost.shape == (36, 36) and cost.dtype == np.float64 and not cost.flags.writeable
+        seen.append(cost.copy())
+        return linear_sum_assignment(cost)[1]
+
+    ours = matching.faq(A, B, seeds, n_init=3, rng=5, lap_solver=solver)
+    ref = matching.faq(A, B, seeds, n_init=3, rng=5, lap_solver="scipy")
+    np.testing.assert_array_equal(ours.col_ind, ref.col_ind)
+    assert ours.score == ref.score and ours.n_iter == ref.n_iter
+    assert seen  # tied 0/1 gradients always need some LAPs
+    via_match = matching.match(A, B, "faq", seeds, kernel="linear", rng=5, lap_solver=solver, low_rank=False)
+    assert via_match.col_ind.shape == (40,)
+    assert matching.check_params("faq", lap_solver=solver).name == "faq"
+    with pytest.raises(ValueError, match="unknown lap_solver"):
+        matching.check_params("faq", lap_solver="fast")
+
+
+@pytest.mark.parametrize("bad", [lambda cost: np.zeros(len(cost), dtype=np.int64),  # not a permutation
+                                 lambda cost: np.arange(len(cost) - 1),  # wrong length
+                                 lambda cost: np.arange(len(cost), dtype=np.float64)])  # not integers
+def test_a_callable_lap_solver_that_returns_no_assignment_is_refused(bad):
+    A, B = correlated_graphs(20, 0.4, 0.9, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="`lap_solver` must return the column of each row of an assignment"):
+        matching.faq(A, B, lap_solver=bad)
