@@ -25,6 +25,7 @@ metric              kind        how it scales
 :func:`list_metrics` gives each metric's declared invariances and defaults; :func:`compare` returns the value with
 the settings actually used (e.g. the RBF bandwidths); :func:`permutation_null` measures chance; :func:`layer_sweep`
 compares every layer of one encoder with every layer of another; :func:`rank_pairs` ranks candidate encoder pairs.
+:func:`nearest_neighbors` gives the per-item neighbour lists behind the kNN metrics.
 
 References: Kornblith et al., "Similarity of neural network representations revisited", ICML 2019; Song et al.,
 "Feature selection via dependence maximization", JMLR 2012; Nguyen, Raghu & Kornblith, "Do wide and deep networks
@@ -48,6 +49,7 @@ import numpy as np
 from ._backend import resolve_device
 from ._similarity._common import check_batch_size, validate_pair
 from ._similarity._memory import check_similarity_memory
+from ._similarity._neighbors import nearest_neighbors
 from ._similarity._registry import INVARIANCES, SPECS, MetricInfo, bind_params, get_spec
 from ._validation import InputTypeError, check_int, check_rng, is_torch
 
@@ -67,6 +69,7 @@ __all__ = [
     "list_metrics",
     "minibatch_cka",
     "mutual_knn",
+    "nearest_neighbors",
     "permutation_null",
     "procrustes",
     "pwcca",

@@ -232,16 +232,34 @@ def numpy_unbiased_cka_f64(X, Y):
     return float(h_xy / np.sqrt(h_xx * h_yy))
 
 
-def _knn_v0(Z, k):
-    """The kNN engine before issue 16 (unialign up to commit 39121f0): float64 row blocks, ``torch.topk``."""
+# -- the previous kNN engine (unialign before issue 16, up to commit 39121f0), rebuilt here in plain torch / scipy
+# so the speed-up table times it without reaching into align's private modules (checked, when rebuilt, to give the
+# same neighbours, values and metric results as the old code did through align._similarity and as the metrics now).
+
+V0_BLOCK_BYTES = 128 * 2**20  # the row-block budget of that engine: b = BLOCK_BYTES / (32 n) rows of n similarities
+
+
+def _features_v0(X, name):
+    """The metrics' feature step: float64, finite values checked, rows L2-normalised (no all-zero row)."""
     import torch
 
-    from align._similarity._kernel import block_rows
+    Z = torch.from_numpy(np.asarray(X, dtype=np.float64))
+    if not bool(torch.isfinite(Z).all()):
+        raise ValueError(f"`{name}` has NaN or inf")
+    norms = Z.norm(dim=1, keepdim=True)
+    if bool((norms == 0).any()):
+        raise ValueError(f"`{name}` has an all-zero row")
+    return Z / norms
+
+
+def _knn_v0(Z, k):
+    """The kNN engine before issue 16: float64 row blocks, ``torch.topk``; (indices, float64 values)."""
+    import torch
 
     n = Z.shape[0]
     idx = torch.empty((n, k), dtype=torch.long)
     val = torch.empty((n, k), dtype=torch.float64)
-    b = block_rows(n, None)
+    b = int(max(1, min(n, V0_BLOCK_BYTES // (8 * 4 * max(n, 1)))))
     for s in range(0, n, b):
         e = min(n, s + b)
         S = Z[s:e] @ Z.T
@@ -253,27 +271,48 @@ def _knn_v0(Z, k):
 
 
 def mutual_knn_v0(X, Y, k=10):
-    """unialign's mutual k-NN before issue 16 (same checks and normalisation, the float64 engine)."""
-    from align._similarity._neighbors import _features
-
-    ix, _ = _knn_v0(_features(X, "cpu", None, True, "X"), k)
-    iy, _ = _knn_v0(_features(Y, "cpu", None, True, "Y"), k)
+    """unialign's mutual k-NN before issue 16 (the same normalisation, the float64 engine)."""
+    ix, _ = _knn_v0(_features_v0(X, "X"), k)
+    iy, _ = _knn_v0(_features_v0(Y, "Y"), k)
     return float((ix[:, :, None] == iy[:, None, :]).any(2).sum(1).double().mean() / k), (ix, iy)
 
 
+def _masked_hsic_u_v0(rows, cols, a, b, n):
+    """Song et al.'s unbiased HSIC of two sparse n x n matrices sharing the pattern (rows, cols), zero diagonal,
+    as the Platonic code evaluates ``hsic_unbiased(mask * K, mask * L)`` (the same formula as the metric's)."""
+    import scipy.sparse as sp
+
+    A = sp.csr_matrix((a, (rows, cols)), shape=(n, n))
+    B = sp.csr_matrix((b, (rows, cols)), shape=(n, n))
+    t1 = float(A.multiply(B.T).sum())
+    t2 = float(A.sum()) * float(B.sum()) / ((n - 1) * (n - 2))
+    t3 = 2.0 * float(np.asarray(A.sum(0)).ravel() @ np.asarray(B.sum(1)).ravel()) / (n - 2)
+    return (t1 + t2 - t3) / (n * (n - 3))
+
+
 def cknna_v0(X, Y, k=10):
-    """unialign's CKNNA before issue 16: the float64 engine, then the same sparse HSIC as now."""
-    from align._similarity import _neighbors
+    """unialign's CKNNA before issue 16: the float64 engine, then the same sparse HSIC on the mutual pattern."""
+    n = X.shape[0]
+    ix, vx = _knn_v0(_features_v0(X, "X"), k)
+    iy, vy = _knn_v0(_features_v0(Y, "Y"), k)
+    ix, vx, iy, vy = (t.numpy() for t in (ix, vx, iy, vy))
+    rows = np.repeat(np.arange(n), k)
 
-    def old(Z, kk, batch_size, values=False):
-        return _knn_v0(Z, kk)
+    def pattern(ia, va, ib, vb):
+        ka = rows * n + ia.ravel()
+        kb = rows * n + ib.ravel()
+        order = np.argsort(kb)
+        pos = np.searchsorted(kb[order], ka).clip(max=kb.size - 1)
+        hit = kb[order][pos] == ka
+        return ka[hit] // n, ka[hit] % n, va.ravel()[hit], vb.ravel()[order][pos][hit]
 
-    real = _neighbors.knn
-    _neighbors.knn = old  # the metric's own code around the previous engine
-    try:
-        return _neighbors.cknna_value(X, Y, "cpu", k=k, normalize=True, batch_size=None)[0]
-    finally:
-        _neighbors.knn = real
+    r, c, a, b = pattern(ix, vx, iy, vy)
+    h_xy = _masked_hsic_u_v0(r, c, a, b, n)
+    r, c, a, _ = pattern(ix, vx, ix, vx)
+    h_xx = _masked_hsic_u_v0(r, c, a, a, n)
+    r, c, b, _ = pattern(iy, vy, iy, vy)
+    h_yy = _masked_hsic_u_v0(r, c, b, b, n)
+    return h_xy / np.sqrt(h_xx * h_yy)
 
 
 def speedups(sizes, rounds=3, knn_sizes=(10000,)):
@@ -282,7 +321,6 @@ def speedups(sizes, rounds=3, knn_sizes=(10000,)):
     import torch
 
     from align import similarity as sim
-    from align._similarity import _neighbors
 
     threads = torch.get_num_threads()
     for n in sizes:
@@ -301,16 +339,14 @@ def speedups(sizes, rounds=3, knn_sizes=(10000,)):
         new_sets = []
 
         def new_mutual():
-            ix = _neighbors.knn(_neighbors._features(X, "cpu", None, True, "X"), 10, None)[0]
-            iy = _neighbors.knn(_neighbors._features(Y, "cpu", None, True, "Y"), 10, None)[0]
-            new_sets[:] = [ix, iy]
+            new_sets[:] = [sim.nearest_neighbors(X, 10), sim.nearest_neighbors(Y, 10)]
             return sim.mutual_knn(X, Y, k=10)
 
         res = interleaved({"unialign": lambda: sim.mutual_knn(X, Y, k=10), "v0": lambda: mutual_knn_v0(X, Y)},
                           rounds)
         new_mutual()
         _, (ox, oy) = res["v0"].result
-        same = all(bool((a.sort(1).values == b.sort(1).values).all()) for a, b in zip(new_sets, (ox, oy)))
+        same = all(bool((np.sort(a, 1) == np.sort(b.numpy(), 1)).all()) for a, b in zip(new_sets, (ox, oy)))
         emit({"case": "speedup", "metric": "mutual_knn", "n": n, "dx": 384, "dy": 256, "k": 10, "threads": threads,
               "peer": "unialign_v0", "unialign_s": round(res["unialign"].cpu_s, 4),
               "peer_s": round(res["v0"].cpu_s, 4),

@@ -8,8 +8,51 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import cka_ratio, iter_chunks, load64
+from ._common import check_batch_size, cka_ratio, iter_chunks, load64
 from ._kernel import U32, block_rows
+
+
+def nearest_neighbors(X, k: int = 10, *, normalize: bool = True, batch_size=None, device=None):
+    """The k nearest other rows of each row of ``X`` (n, d): the neighbour lists behind ``mutual_knn``, ``cknna``
+    and ``cycle_knn``, e.g. to see *which* items two encoders agree on (``|N_X(i) ∩ N_Y(i)| / k`` per item).
+
+    Neighbours rank by inner product, after L2-normalising the rows when ``normalize=True`` (cosine similarity);
+    an item is never its own neighbour. The sets are exact (those of float64 arithmetic: float32 blocks, rows near
+    a tie decided again in float64); within a row the order is by similarity, ties in any order.
+
+    Parameters
+    ----------
+    X : array-like or torch.Tensor, shape (n, d)
+    k : int, default 10
+        Neighbours per row, ``1 <= k < n``.
+    normalize : bool, default True
+    batch_size : int, optional
+        Rows per block (default about 16 MB of float32 similarities); never changes the sets.
+    device : str or torch.device, optional
+        Where to compute (default: the input's device, CPU for numpy).
+
+    Returns
+    -------
+    ndarray of shape (n, k), int64, or a torch long tensor on the compute device for a tensor input
+
+    Raises
+    ------
+    ValueError
+        ``k >= n``, NaN / inf or constant rows, an all-zero row with ``normalize=True``.
+    """
+    from .._backend import resolve_device
+    from .._validation import check_array, check_int, is_torch
+
+    X = check_array(X, "X", allow_nan=True)
+    k = check_int("k", k, min_value=1)
+    batch_size = check_batch_size(batch_size)
+    _check_k(k, X.shape[0])
+    dev = "cpu" if device is None and not is_torch(X) else resolve_device(device, X)
+    import torch
+
+    with torch.no_grad():
+        idx = knn(_features(X, dev, batch_size, bool(normalize), "X"), k, batch_size)[0]
+    return idx if is_torch(X) else idx.cpu().numpy()
 
 
 def _features(X, device, batch_size, normalize: bool, name: str):

@@ -523,3 +523,37 @@ def test_gpu_tensors_give_the_cpu_values():
                                                                          abs=1e-8), metric
     # numpy input computed on the GPU when asked
     assert sim.linear_cka(X, Y, device="cuda") == pytest.approx(sim.linear_cka(X, Y), abs=1e-10)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The neighbour lists behind the kNN metrics
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("normalize, batch_size", [(True, None), (False, None), (True, 37)])
+def test_nearest_neighbors_are_the_float64_neighbours_and_give_mutual_knn(normalize, batch_size):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(203, 12)) + 0.3  # 203 rows: blocks of 37 do not divide them
+    Y = X @ rng.normal(size=(12, 9)) + 0.5 * rng.normal(size=(203, 9))
+    ix = sim.nearest_neighbors(X, 6, normalize=normalize, batch_size=batch_size)
+    assert ix.shape == (203, 6) and ix.dtype == np.int64
+    np.testing.assert_array_equal(np.sort(ix, axis=1), np.sort(ref_knn(X, 6, normalize), axis=1))
+    assert not (ix == np.arange(203)[:, None]).any()  # never itself
+    iy = sim.nearest_neighbors(Y, 6, normalize=normalize, batch_size=batch_size)
+    per_item = (ix[:, :, None] == iy[:, None, :]).any(2).sum(1) / 6
+    assert per_item.mean() == pytest.approx(sim.mutual_knn(X, Y, k=6, normalize=normalize), abs=1e-15)
+
+
+def test_nearest_neighbors_keep_torch_inputs_and_check_k():
+    X = np.random.default_rng(0).normal(size=(40, 5))
+    it = sim.nearest_neighbors(torch.from_numpy(X), 3)
+    assert isinstance(it, torch.Tensor) and it.dtype == torch.long
+    np.testing.assert_array_equal(it.numpy(), sim.nearest_neighbors(X, 3))
+    with pytest.raises(ValueError, match="`k` must be < n_samples = 40"):
+        sim.nearest_neighbors(X, 40)
+    with pytest.raises(ValueError, match="`k` must be >= 1"):
+        sim.nearest_neighbors(X, 0)
+    Z = X.copy()
+    Z[4] = 0.0
+    with pytest.raises(ValueError, match="all-zero row"):
+        sim.nearest_neighbors(Z, 3)
