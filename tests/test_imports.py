@@ -20,11 +20,6 @@ KNOWN = {
     ("benchmarks/bench_matching.py", "matching._cka.local_cka_scores_naive"),
     # benchmarks/bench_projector_defaults.py belongs to defaults-proj (align.data could export imagenet_wnids)
     ("benchmarks/bench_projector_defaults.py", "align.data._concepts.imagenet_wnids"),
-    # benchmarks/bench_similarity.py rebuilds the pre-issue-16 kNN engine around the metric's own code for the
-    # mutual kNN / CKNNA speedup rows (to be made self-contained: issue 15)
-    ("benchmarks/bench_similarity.py", "align._similarity._kernel.block_rows"),
-    ("benchmarks/bench_similarity.py", "align._similarity._neighbors"),
-    ("benchmarks/bench_similarity.py", "align._similarity._neighbors._features"),
 }
 
 
