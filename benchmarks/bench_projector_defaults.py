@@ -154,7 +154,7 @@ def imagenet(args) -> list[dict]:
     images = np.load(args.images).astype(np.float64)
     prompts = np.load(args.prompts).astype(np.float64)
     if args.wnids:  # check the row order: photo c is class c (ImageNet class-index order = ascending wnid)
-        from align.data._concepts import imagenet_wnids
+        from align.data import imagenet_wnids
 
         names = sorted(os.listdir(args.wnids))
         if [n.split("_")[0] for n in names] != list(imagenet_wnids()):

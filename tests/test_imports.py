@@ -18,8 +18,6 @@ KNOWN = {
     # benchmarks/bench_matching.py belongs to faq-speed (needs a public local_cka_scores)
     ("benchmarks/bench_matching.py", "matching._cka.local_cka_scores"),
     ("benchmarks/bench_matching.py", "matching._cka.local_cka_scores_naive"),
-    # benchmarks/bench_projector_defaults.py belongs to defaults-proj (align.data could export imagenet_wnids)
-    ("benchmarks/bench_projector_defaults.py", "align.data._concepts.imagenet_wnids"),
 }
 
 
