@@ -250,9 +250,12 @@ def linear_cka_from_moments(m: Moments) -> tuple[float, dict]:
     _check_not_constant(m)
 
     def sq(s, a, b):  # ||s - a b' / n||_F^2
-        if isinstance(s, np.ndarray):
-            c = s - np.multiply.outer(a, b) / m.n
-            return float(np.vdot(c, c))
+        if isinstance(s, np.ndarray):  # the same IEEE operations as s - outer(a, b) / n, in one buffer
+            c = np.multiply.outer(a, b)
+            c /= m.n
+            np.subtract(s, c, out=c)
+            c = c.reshape(-1)  # contiguous: BLAS ddot, no copy of a strided view
+            return float(c @ c)
         import torch
 
         c = torch.addr(s, a, b, alpha=-1.0 / m.n)  # in place of a temporary outer product
