@@ -141,7 +141,7 @@ def knn(Z, k: int, batch_size, *, values: bool = False):
 SIDE = 2048
 # Candidates per group in _top: the largest of GROUP entries is found by one vectorised pass, then top-m runs on
 # the group maxima only.
-GROUP = 16
+GROUP = 8
 
 
 def _top(S, m: int):
