@@ -16,7 +16,7 @@ from align._validation import (check_array, check_choice, check_float, check_int
                                is_torch)
 
 from ._assign import _lap_solver
-from ._faq_frank_wolfe import _FrankWolfe, _Operand, _score
+from ._faq_frank_wolfe import _FrankWolfe, _Operand, _score, exact_in_float32
 from ._faq_transport import _Blocks, _transport_batch
 from ._result import MatchResult
 
@@ -391,10 +391,11 @@ def faq(
     if not transport:
         sym = ra.factor is not None or (ra.is_symmetric() and rb.is_symmetric())
         itemsize = torch.empty((), dtype=dtype).element_size()
+        exact32 = exact_in_float32(ra, rb, s, dtype)
         if batch_size is None:
-            batch_size = restart_batch(n_init, m, _FrankWolfe.n_buffers(ra.factor is not None, sym), itemsize,
-                                       memory_budget)
-        fw = _FrankWolfe(ra, rb, s, min(batch_size, n_init), _lap_solver(lap_solver), dev, dtype, sym)
+            batch_size = restart_batch(n_init, m, _FrankWolfe.n_buffers(ra.factor is not None, sym, exact32),
+                                       itemsize, memory_budget)
+        fw = _FrankWolfe(ra, rb, s, min(batch_size, n_init), _lap_solver(lap_solver), dev, dtype, sym, exact32)
         for lo in range(0, n_init, batch_size):
             hi = min(n_init, lo + batch_size)
             fill_starts(fw.P, lo, hi)

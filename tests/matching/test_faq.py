@@ -406,6 +406,57 @@ def test_product_first_and_gather_paths_agree(monkeypatch):
     assert first.score == pytest.approx(gather.score, rel=1e-12)
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("product_first", [True, False])
+def test_integer_graphs_take_exact_float32_products_with_identical_results(monkeypatch, symmetric, product_first):
+    """0/1 and small-integer graphs: the per-iteration product A22 Q B22^T in float32 is exact, so the result is
+    bit for bit the float64 engine's (forced by EXACT_F32_BOUND = 0), for both the product-first and gather paths."""
+    from matching import _faq_frank_wolfe as fw
+
+    rng = np.random.default_rng(11)
+    if symmetric:
+        A, B = correlated_graphs(70, 0.3, 0.8, rng)
+        W = np.triu(rng.integers(1, 4, size=A.shape), 1)
+        A = A * (W + W.T)  # integer weights 1..3 on one side
+    else:
+        A = (rng.random((70, 70)) < 0.3) * rng.integers(1, 4, size=(70, 70)).astype(float)
+        B = (rng.random((70, 70)) < 0.3).astype(float)
+    seeds = np.stack([np.arange(7), np.arange(7)], axis=1)
+    if not product_first:
+        monkeypatch.setattr(fw, "PRODUCT_FIRST_MAX_M", 0)
+    used = []
+    real = fw._FrankWolfe._aqb
+    monkeypatch.setattr(fw._FrankWolfe, "_aqb", lambda self, *a: (used.append(self.exact32), real(self, *a))[1])
+    fast = matching.faq(A, B, seeds, n_init=6, rng=3)
+    assert used and all(used)
+    monkeypatch.setattr(fw, "EXACT_F32_BOUND", 0.0)
+    used.clear()
+    slow = matching.faq(A, B, seeds, n_init=6, rng=3)
+    assert used and not any(used)
+    np.testing.assert_array_equal(fast.col_ind, slow.col_ind)
+    assert fast.score == slow.score and fast.n_iter == slow.n_iter
+
+
+def test_exact_float32_products_only_where_float32_holds_every_partial_sum():
+    import torch
+
+    from matching._faq_frank_wolfe import EXACT_F32_BOUND, _Operand, exact_in_float32
+
+    def ok(A, B, s=0, dtype=torch.float64):
+        return exact_in_float32(_Operand(dense=torch.as_tensor(A, dtype=torch.float64)),
+                                _Operand(dense=torch.as_tensor(B, dtype=torch.float64)), s, dtype)
+
+    G = (np.random.default_rng(0).random((50, 50)) < 0.5).astype(float)
+    assert ok(G, G) and ok(3 * G, -2 * G)
+    assert not ok(G + 0.5, G)  # not integer-valued
+    assert not ok(G, G, dtype=torch.float32)  # the working dtype is float32 already
+    big = np.sqrt(EXACT_F32_BOUND / 50)
+    assert ok(np.floor(big) * G, G) and not ok(np.ceil(big) * G, np.ceil(big) * G)  # 50 * max|A| * max|B| vs 2^24
+    assert not ok(np.where(G > 0, np.nan, 0.0), G)
+    F = _Operand(factor=torch.ones(50, 3, dtype=torch.float64))
+    assert not exact_in_float32(F, F, 0, torch.float64)
+
+
 def test_bad_engine_options_get_a_clear_error():
     with pytest.raises(ValueError, match="unknown lap_solver 'fast'"):
         matching.faq(np.eye(4), np.eye(4), lap_solver="fast")
