@@ -1,7 +1,8 @@
 """Training-free correspondences between two sets of frozen features.
 
 ``match(X, Y, method=…, partial_match=…, rng=…) -> MatchResult`` is the front door; the solvers are also exported
-flat (POT style): ``faq`` (seeded FAQ / GOAT on square matrices, restarts batched in torch), ``local_cka``,
+flat (POT style): ``faq`` (seeded FAQ / GOAT on square matrices, restarts batched in torch), ``local_cka`` (its pair
+scores alone: ``local_cka_scores``),
 ``gromov_wasserstein``, ``entropic_gw``, ``fused_gw``, ``blind`` (no known pairs, with a confidence report), ``procrustes``, ``lstsq``, ``relative``, ``asif``;
 ``kernel_matrix`` builds the kernels; ``evaluate`` runs the base/query protocol of Maniparambil et al. (CVPR 2024);
 ``quadratic_assignment`` is scipy's call of the same name and options, solved by ``faq``;
@@ -13,6 +14,7 @@ flat (POT style): ``faq`` (seeded FAQ / GOAT on square matrices, restarts batche
 free items; see :func:`matching._api.faq_features`); the low-level QAP solver ``faq(A, B)`` keeps scipy's defaults.
 """
 from ._api import local_cka, match
+from ._cka import local_cka_scores
 from ._blind import BlindResult, blind
 from ._evaluate import EvaluationResult, evaluate
 from ._faq import faq, random_doubly_stochastic
@@ -38,6 +40,7 @@ __all__ = [
     "quadratic_assignment",
     "random_doubly_stochastic",
     "local_cka",
+    "local_cka_scores",
     "gromov_wasserstein",
     "entropic_gw",
     "fused_gw",

@@ -32,14 +32,14 @@ def local_cka(X: Any, Y: Any, partial_match: np.ndarray, *, kernel: str = "linea
 
     For a query ``i`` of ``X`` and ``j`` of ``Y``, :math:`S_{ij} = \mathrm{CKA}(K[S_x \cup i], L[S_y \cup j])` with the
     ``kernel`` over all items (see :func:`matching.kernel_matrix`); then a linear assignment of the queries. Computed
-    for all pairs at once (:func:`matching._cka.local_cka_scores`), equal to the loop over pairs. Needs at least
+    for all pairs at once (:func:`matching.local_cka_scores`), equal to the loop over pairs. Needs at least
     2 known pairs. ``similarity`` holds the scores of non-seed pairs (zeros elsewhere).
     """
     import torch
 
     from align._backend import resolve_device
 
-    from ._cka import local_cka_scores
+    from ._cka import _scores
 
     check_choice("kernel", kernel, KERNELS)
     dev = resolve_device(device, X, Y)
@@ -51,7 +51,7 @@ def local_cka(X: Any, Y: Any, partial_match: np.ndarray, *, kernel: str = "linea
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
     S = torch.zeros((n_x, n_y), dtype=K.dtype, device=dev)
     if len(free_x) and len(free_y):
-        block = local_cka_scores(K, L, t(partial_match[:, 0]), t(partial_match[:, 1]), t(free_x), t(free_y))
+        block = _scores(K, L, t(partial_match[:, 0]), t(partial_match[:, 1]), t(free_x), t(free_y))
         S[t(free_x)[:, None], t(free_y)[None, :]] = block
     return assign(S, partial_match, "local_cka")
 

@@ -1,9 +1,57 @@
 """Local CKA: score every (query of X, query of Y) pair by the CKA of the seed set plus that pair."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ["local_cka_scores", "local_cka_scores_naive"]
+from align._validation import check_array, check_partial_match, is_torch
+
+__all__ = ["local_cka_scores"]
+
+
+def local_cka_scores(K: Any, L: Any, partial_match: Any, query_x: Any = None, query_y: Any = None):
+    r"""Local CKA of every (query of ``X``, query of ``Y``) pair given known pairs; shape ``(q_x, q_y)``.
+
+    ``K`` (``n_x`` x ``n_x``) and ``L`` (``n_y`` x ``n_y``) are kernel matrices over all items of each side (e.g.
+    :func:`matching.kernel_matrix`); ``partial_match`` holds at least 2 known pairs ``(i, j)``. ``query_x`` /
+    ``query_y`` are the items to score (default: every item not in a known pair, in index order). Entry ``(a, b)`` is
+    :math:`\mathrm{CKA}(K[S_x \cup \{q_x[a]\}], L[S_y \cup \{q_y[b]\}])` (Maniparambil et al., CVPR 2024), computed
+    for all pairs by one matrix product and equal to the loop over pairs; :func:`matching.local_cka` assigns these
+    scores. numpy kernels give a numpy array, torch kernels a tensor on their device.
+    """
+    import torch
+
+    was_numpy = not is_torch(K)
+    K, L = check_array(K, "K"), check_array(L, "L")
+    for name, M in (("K", K), ("L", L)):
+        if M.shape[0] != M.shape[1]:
+            raise ValueError(f"`{name}` must be a square kernel matrix, got shape {tuple(M.shape)}; "
+                             "build one with matching.kernel_matrix(X)")
+    K = torch.as_tensor(K)
+    L = torch.as_tensor(L, device=K.device)
+    dtype = torch.promote_types(K.dtype, L.dtype)
+    K, L = K.to(dtype), L.to(dtype)
+    pm = check_partial_match(partial_match, K.shape[0], L.shape[0])
+    if len(pm) < 2:
+        raise ValueError(f"local CKA needs at least 2 known pairs in `partial_match`, got {len(pm)}")
+    qx = _indices("query_x", query_x, K.shape[0], pm[:, 0])
+    qy = _indices("query_y", query_y, L.shape[0], pm[:, 1])
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(K.device)  # noqa: E731
+    S = _scores(K, L, t(pm[:, 0]), t(pm[:, 1]), t(qx), t(qy))
+    return S.cpu().numpy() if was_numpy else S
+
+
+def _indices(name: str, q: Any, n: int, known: np.ndarray) -> np.ndarray:
+    """Query indices as int64 (default: the items not in ``known``), checked against ``n`` items."""
+    if q is None:
+        return np.setdiff1d(np.arange(n), known)
+    q = np.asarray(q.detach().cpu().numpy() if is_torch(q) else q)
+    if q.ndim != 1 or (q.size and q.dtype.kind not in "iu"):
+        raise ValueError(f"`{name}` must be a 1-D integer array of item indices, got shape {q.shape}, dtype {q.dtype}")
+    if q.size and (q.min() < 0 or q.max() >= n):
+        raise ValueError(f"`{name}` must index items 0..{n - 1}, got values in [{q.min()}, {q.max()}]")
+    return q.astype(np.int64)
 
 
 def _hsic_parts(K, base, query):
@@ -26,8 +74,8 @@ def _hsic_parts(K, base, query):
     return K0, K0c, U, h
 
 
-def local_cka_scores(K, L, base_x, base_y, query_x, query_y):
-    r"""Local CKA of every pair (``query_x[i]``, ``query_y[j]``), vectorised; shape ``(q_x, q_y)``.
+def _scores(K, L, base_x, base_y, query_x, query_y):
+    r"""Local CKA of every pair (``query_x[i]``, ``query_y[j]``) for torch kernels and index tensors; ``(q_x, q_y)``.
 
     .. math::
         S_{ij} = \mathrm{CKA}\big(K[B_x \cup \{i\}],\; L[B_y \cup \{j\}]\big),\qquad
@@ -67,22 +115,3 @@ def local_cka_scores(K, L, base_x, base_y, query_x, query_y):
     hsic_yy = cross(V, V, L0c, L0, L0c, same=True)
     denom = torch.sqrt(torch.clamp(hsic_xx, min=0.0))[:, None] * torch.sqrt(torch.clamp(hsic_yy, min=0.0))[None, :]
     return hsic_xy / torch.clamp(denom, min=torch.finfo(denom.dtype).tiny)
-
-
-def _cka_dense(K, L) -> float:
-    Kc = K - K.mean(axis=0, keepdims=True) - K.mean(axis=1, keepdims=True) + K.mean()
-    Lc = L - L.mean(axis=0, keepdims=True) - L.mean(axis=1, keepdims=True) + L.mean()
-    return float((Kc * Lc).sum() / np.sqrt((Kc * Kc).sum() * (Lc * Lc).sum()))
-
-
-def local_cka_scores_naive(K: np.ndarray, L: np.ndarray, base_x, base_y, query_x, query_y) -> np.ndarray:
-    """The reference double loop over pairs (what the vectorised version must equal); numpy, for tests/benchmarks."""
-    K, L = np.asarray(K, dtype=np.float64), np.asarray(L, dtype=np.float64)
-    S = np.empty((len(query_x), len(query_y)))
-    for a, i in enumerate(query_x):
-        ix = np.append(base_x, i)
-        Ki = K[np.ix_(ix, ix)]
-        for b, j in enumerate(query_y):
-            iy = np.append(base_y, j)
-            S[a, b] = _cka_dense(Ki, L[np.ix_(iy, iy)])
-    return S

@@ -14,11 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("align", "matching", "projectors", "benchmarks")
 
 #: (file, imported module[.name]) breaches to remove after merging the branches that fix them.
-KNOWN = {
-    # benchmarks/bench_matching.py belongs to faq-speed (needs a public local_cka_scores)
-    ("benchmarks/bench_matching.py", "matching._cka.local_cka_scores"),
-    ("benchmarks/bench_matching.py", "matching._cka.local_cka_scores_naive"),
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:
