@@ -1,13 +1,15 @@
 """Joining the ``torchrun`` process group, once, for every command that runs on several processes.
 
 ``torchrun`` starts one process per GPU and sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``. :func:`init_distributed`
-joins the group (NCCL with CUDA, gloo otherwise) and, with CUDA, makes ``cuda:LOCAL_RANK`` the current device, so a
-model loaded with ``device="cuda"`` lands on this process's GPU rather than every rank on ``cuda:0``.
+joins the group (NCCL with CUDA, gloo otherwise; a group it creates is destroyed at interpreter exit) and, with CUDA,
+makes ``cuda:LOCAL_RANK`` the current device, so a model loaded with ``device="cuda"`` lands on this process's GPU
+rather than every rank on ``cuda:0``.
 :func:`distributed_session` does the same for the length of a command and destroys the group it created at the end.
 Used by ``unialign embed`` and ``unialign fit`` and by :mod:`projectors.trainer`.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from collections.abc import Iterator
@@ -37,9 +39,30 @@ def init_distributed() -> bool:
 
     if not (dist.is_available() and dist.is_initialized()):
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # a finished run must not abort at interpreter exit (see _leave_group); a no-op once the group is left
+        atexit.register(_leave_group)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return dist.get_world_size() > 1
+
+
+def _leave_group() -> None:
+    """Leave the group and let gloo's worker threads drop their finished work while the interpreter still runs.
+
+    A gloo worker frees each finished collective on its own thread, and freeing one takes the GIL. When the main
+    thread reaches interpreter finalisation first (a process that exits right after its last collective, on a
+    loaded machine), that thread is killed inside C++ and the process aborts ("terminate called without an active
+    exception", exit -6) although its work is done. Sleeping hands the GIL to those threads before finalisation.
+    """
+    import gc
+    import time
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    gc.collect()
+    time.sleep(0.05)
 
 
 def local_device(device: Any) -> Any:
@@ -64,7 +87,4 @@ def distributed_session() -> Iterator[bool]:
         yield distributed
     finally:
         if created:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+            _leave_group()
