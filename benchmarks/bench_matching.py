@@ -328,7 +328,7 @@ def _speed_problem(family: str, n: int, rho: float, seed: int):
 
 def bench_faq_speed(sizes: list[int] | None, restarts: int | None, rhos: list[float] | None, seed: int,
                     repeats: int | None, quick: bool, threads: int) -> None:
-    """Issue 16's grid: ours vs scipy's ``quadratic_assignment(method="faq")``, best of R restarts (barycenter
+    r"""Issue 16's grid: ours vs scipy's ``quadratic_assignment(method="faq")``, best of R restarts (barycenter
     first, then ``P0="randomized"``), 10% known pairs, features (centred cosine kernels; ours from the features, as
     ``match`` runs it, and on the same kernels as scipy) and correlated Erdős–Rényi graphs (p = 0.3), plus one
     start at every n. Interleaved rounds in this process, medians of CPU seconds, each call's peak resident memory

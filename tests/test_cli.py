@@ -118,23 +118,3 @@ def test_key_value_options_read_numbers_lists_and_strings():
     got = parse_key_values(("alpha=1e-3", "k=10", "grid=[8, 16]", "sigma=median", "flag=true", "n-init=5"))
     assert got == {"alpha": 0.001, "k": 10, "grid": [8, 16], "sigma": "median", "flag": True, "n_init": 5}
     assert parse_key_values(("efficientnet-lite0=x.npy",), python_names=False) == {"efficientnet-lite0": "x.npy"}
-
-
-def test_select_picks_each_encoders_field_by_modality():
-    from align.app._features import field_for as _field_for
-
-    class Captions:  # the parts of the Dataset contract _field_for reads
-        spec, fields, default_field = "captions:x", ("image", "caption"), "image"
-
-        def modality(self, field):
-            return {"image": "image", "caption": "text"}[field]
-
-        def resolve_field(self, field):
-            return field
-
-    ds = Captions()
-    assert _field_for(ds, "image", None) == "image"
-    assert _field_for(ds, "text", None) == "caption"
-    assert _field_for(ds, "text", "caption") == "caption"
-    with pytest.raises(ValueError, match="has no graph field"):
-        _field_for(ds, "graph", None)

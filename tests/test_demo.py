@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import projectors
-from align.app.demo import QUICK, _split_classes, sample_photos
+from align.app.demo import QUICK, sample_photos
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,37 +170,8 @@ def test_demo_markdown_shows_the_numbers_of_the_run(demo_run):
         assert w["message"] in md
 
 
-def test_split_classes_keeps_halves_and_forces_the_given_classes_unseen():
-    gen = np.random.default_rng(3)
-    seen, unseen = _split_classes(11, [0, 1, 2, 3, 2], gen)
-    assert len(seen) == 5 and len(unseen) == 6
-    assert set(seen.tolist()).isdisjoint(unseen.tolist()) and set(seen) | set(unseen) == set(range(11))
-    assert {0, 1, 2, 3} <= set(unseen.tolist())
-    # without constraints it is a plain seeded random half
-    a = _split_classes(10, [], np.random.default_rng(5))
-    b = _split_classes(10, [], np.random.default_rng(5))
-    np.testing.assert_array_equal(a[0], b[0])
-
-
 def test_sample_photos_exist():
     photos = sample_photos()
     names = [n for n, _ in photos]
     assert "scikit-learn china.jpg" in names
     assert all(p.is_file() for _, p in photos)
-
-
-def test_thread_limit_is_applied_and_restored():
-    import torch
-    from threadpoolctl import threadpool_info
-
-    from align.app.demo import _limited_threads
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with _limited_threads(1):
-            assert torch.get_num_threads() == 1
-            assert all(pool["num_threads"] == 1 for pool in threadpool_info())
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
