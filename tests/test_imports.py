@@ -2,8 +2,9 @@
 solver packages (only ``align/cli.py`` and ``align/app/`` may), ``matching`` and ``projectors`` never import each
 other nor ``align.app`` / ``align.cli``, and no module imports another top-level package's private (``_``) module
 or name. Imports inside functions count too. Tests follow the private-name rule: ``tests/<package>/`` may reach its
-own package's private names (and align's first-level private core modules, as the solvers may), nothing else. KNOWN lists the breaches left in files other branches own; the lead
-removes each entry once the fix is merged (a listed breach that no longer exists fails, so the list stays true)."""
+own package's private names (and align's first-level private core modules, as the solvers may), nothing else.
+KNOWN lists the breaches left in files other branches own; the lead removes each entry once the fix is merged (a
+listed breach that no longer exists fails, so the list stays true)."""
 from __future__ import annotations
 
 import ast
