@@ -59,8 +59,9 @@ def _leave_group() -> None:
 
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return  # already left (distributed_session, or the user): nothing to drain
+    dist.destroy_process_group()
     gc.collect()
     time.sleep(0.05)
 
