@@ -17,6 +17,20 @@ from .._validation import InputTypeError, check_array, check_int, is_torch
 
 # Working-set budget of one chunk of rows (or one block of a Gram matrix), in bytes.
 CHUNK_BYTES = 64 * 2**20
+
+# Bytes of one block of kernel rows held at once by the row-block engines (k-NN, RSA) and the refinement fallback.
+BLOCK_BYTES = 128 * 2**20
+# Unit roundoff of float32 (round to nearest).
+U32 = 2.0**-24
+
+
+def block_rows(n: int, batch_size: int | None) -> int:
+    """Rows of one ``b × n`` block of kernel rows (the row-block engines of k-NN and RSA)."""
+    if batch_size is not None:
+        return batch_size
+    return int(max(1, min(n, BLOCK_BYTES // (8 * 4 * max(n, 1)))))
+
+
 # The largest absolute entry of an input must lie in [MIN_SCALE, MAX_SCALE] (see RowChecks).
 MIN_SCALE, MAX_SCALE = 1e-60, 1e60
 

@@ -19,10 +19,10 @@ def check_similarity_memory(metric: str, n: int, dx: int, dy: int, params: dict,
     ``n x n`` matrices and a selection buffer); RSA both condensed dissimilarity vectors (at most ``max_pairs``
     entries), their ranks and temporaries: about 13 float64 per pair as measured at n = 4,000-8,000, 14 counted.
     """
-    from . import _kernel
+    from . import _common, _kernel
     from ._registry import features_route
 
-    block_bytes = _kernel.BLOCK_BYTES  # the Gram routes' block budget
+    block_bytes = _common.BLOCK_BYTES  # the Gram routes' block budget
 
     n, dx, dy = int(n), int(dx), int(dy)
     moments = 8.0 * (dx * dx + dy * dy + dx * dy)

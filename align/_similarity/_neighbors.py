@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import check_batch_size, cka_ratio, iter_chunks, load64
-from ._kernel import U32, block_rows
+from ._common import U32, block_rows, check_batch_size, cka_ratio, iter_chunks, load64
 
 
 def nearest_neighbors(X, k: int = 10, *, normalize: bool = True, batch_size=None, device=None):

@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 
 import align
 from align import similarity as sim
-from align._similarity._kernel import (
+from align._similarity._median import (
     median_sq_distance,
     offdiag_order_statistic,
     offdiag_order_statistics,

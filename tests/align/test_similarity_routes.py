@@ -9,7 +9,7 @@ import torch
 from scipy.spatial.distance import pdist, squareform
 
 from align import similarity as sim
-from align._similarity import _kernel
+from align._similarity import _kernel, _median
 from align._similarity._common import ops_for
 
 CPU = torch.device("cpu")
@@ -98,7 +98,7 @@ def test_float32_squared_distances_stay_within_the_proven_bound(d, scale):
     X[5] = X[6]  # a duplicate pair: exact distance 0
     Z, sq = _centred(X)
     ops = ops_for(CPU)
-    a, b, scale2, delta = _kernel.float32_rows(ops.wrap(Z), ops.wrap(sq), ops)
+    a, b, scale2, delta = _median.float32_rows(ops.wrap(Z), ops.wrap(sq), ops)
     f = (a @ b.T).astype(np.float64) / scale2
     exact = squareform(pdist(Z.numpy(), "sqeuclidean"))
     err = np.abs(f - exact)[np.triu_indices(300, 1)]
@@ -118,19 +118,19 @@ def test_sampled_order_statistics_are_exact_through_every_route(n, monkeypatch):
     d2 = np.sort(pdist(Z.numpy(), "sqeuclidean"))
     ranks = [0, 17, len(d2) // 2, len(d2) // 2 + 1, len(d2) - 1]
 
-    values, route = _kernel.offdiag_order_statistics_sampled(z, s, ranks, ops, 64)
+    values, route = _median.offdiag_order_statistics_sampled(z, s, ranks, ops, 64)
     assert route == "float32"
     np.testing.assert_allclose(values, d2[ranks], rtol=1e-13, atol=1e-13)
 
-    monkeypatch.setattr(_kernel, "RECOMPUTE_CAP", 0)  # the float32 pass cannot decide: the float64 pass does
-    values, route = _kernel.offdiag_order_statistics_sampled(z, s, ranks[2:4], ops, 64)
+    monkeypatch.setattr(_median, "RECOMPUTE_CAP", 0)  # the float32 pass cannot decide: the float64 pass does
+    values, route = _median.offdiag_order_statistics_sampled(z, s, ranks[2:4], ops, 64)
     assert route == "float64"
     np.testing.assert_allclose(values, d2[ranks[2:4]], rtol=1e-13)
 
-    monkeypatch.setattr(_kernel, "Z_BRACKET", -3.0)  # a bracket that cannot hold the median: refinement decides
-    values, route = _kernel.offdiag_order_statistics_sampled(z, s, ranks[2:3], ops, 64, sample_size=50)
+    monkeypatch.setattr(_median, "Z_BRACKET", -3.0)  # a bracket that cannot hold the median: refinement decides
+    values, route = _median.offdiag_order_statistics_sampled(z, s, ranks[2:3], ops, 64, sample_size=50)
     assert values is None and route == "miss"
-    median, route = _kernel.median_sq_distance_tiled(Z, sq, ops, 64)
+    median, route = _median.median_sq_distance_tiled(Z, sq, ops, 64)
     assert route == "refinement"
     assert median == pytest.approx(np.median(squareform(pdist(Z.numpy(), "sqeuclidean"))), rel=1e-13)
 
@@ -144,17 +144,17 @@ def test_median_bandwidth_is_np_median_of_the_full_matrix_on_both_routes(n):
     full = squareform(pdist(Z.numpy(), "sqeuclidean"))
     expected = np.median(full)
     D = _kernel.full_sq_dist(ops.wrap(Z), ops.wrap(sq), ops)
-    assert _kernel.median_of_full(D, ops) == pytest.approx(expected, rel=1e-13)
+    assert _median.median_of_full(D, ops) == pytest.approx(expected, rel=1e-13)
     for size in (32, 100, n):
-        value, route = _kernel.median_sq_distance_tiled(Z, sq, ops, size)
+        value, route = _median.median_sq_distance_tiled(Z, sq, ops, size)
         assert value == pytest.approx(expected, rel=1e-13), size
         assert route == "float32"
     # one-hot rows: every distance is 0 or 2, the median an exact tie
     onehot = np.eye(6)[rng.integers(0, 6, size=n)]
     Zo, sqo = _centred(onehot)
     full = squareform(pdist(Zo.numpy(), "sqeuclidean"))
-    assert _kernel.median_sq_distance_tiled(Zo, sqo, ops, 64)[0] == pytest.approx(np.median(full), rel=1e-13)
-    assert _kernel.median_of_full(_kernel.full_sq_dist(ops.wrap(Zo), ops.wrap(sqo), ops), ops) == \
+    assert _median.median_sq_distance_tiled(Zo, sqo, ops, 64)[0] == pytest.approx(np.median(full), rel=1e-13)
+    assert _median.median_of_full(_kernel.full_sq_dist(ops.wrap(Zo), ops.wrap(sqo), ops), ops) == \
         pytest.approx(np.median(full), rel=1e-13)
 
 
@@ -185,10 +185,10 @@ def test_the_torch_code_path_used_off_cpu_gives_the_same_values(monkeypatch):
         assert sim.similarity(X, Y, metric, batch_size=bs) == pytest.approx(value, abs=1e-12), (metric, bs)
     assert sim.unbiased_cka(X, Y, kernel="rbf", batch_size=50) == pytest.approx(want_u, abs=1e-12)
     Z, sq = _centred(X)
-    median, route = _kernel.median_sq_distance_tiled(Z, sq, torch_ops, 64)
+    median, route = _median.median_sq_distance_tiled(Z, sq, torch_ops, 64)
     assert route == "float64"  # no float32 pass off CPU (TF32 would void its bound)
     assert median == pytest.approx(np.median(squareform(pdist(Z.numpy(), "sqeuclidean"))), rel=1e-13)
-    assert _kernel.median_sq_distance_tiled(Z, sq, torch_ops, 64, low_precision=True)[0] == pytest.approx(median,
+    assert _median.median_sq_distance_tiled(Z, sq, torch_ops, 64, low_precision=True)[0] == pytest.approx(median,
                                                                                                         rel=1e-13)
 
 
