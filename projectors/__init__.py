@@ -26,8 +26,8 @@ from ._neural import (
     LinearProjector,
     MLPProjector,
     TrainedProjector,
-    split_pairs,
 )
+from ._pairs import split_pairs
 from ._subspace import SubspaceProjector
 
 __all__ = [

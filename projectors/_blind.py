@@ -6,7 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from align._validation import check_array, check_choice, check_float, check_int, check_not_constant, check_rng
+from align._validation import (
+    check_array,
+    check_choice,
+    check_float,
+    check_int,
+    check_not_constant,
+    check_rng,
+)
 
 from ._base import Projector, register
 
@@ -76,7 +83,7 @@ class BlindProjector(Projector):
         import torch
 
         from align._backend import to_numpy
-        from align._blind import blind_align, standardize
+        from align._blind import blind_align
 
         check_choice("base", self.base, ("procrustes", "linear"))
         check_choice("refine", self.refine, ("gw+two_opt", "two_opt", "gw", "none"))

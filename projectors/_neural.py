@@ -15,89 +15,14 @@ from align._validation import (
     check_choice,
     check_float,
     check_int,
-    check_not_constant,
     check_paired,
 )
 
 from ._base import Projector, register
+from ._heads import _gated_mlp, _residual_mlp, _torch, _warm_start
+from ._pairs import _check_groups, _check_training_pairs, split_pairs
 
 log = logging.getLogger(__name__)
-
-
-def _torch():
-    import torch
-
-    return torch
-
-
-# ---- heads -----------------------------------------------------------------------------------------------------
-def _residual_mlp(d_in: int, d_out: int, hidden_dim: int, n_blocks: int, dropout: float):
-    """Linear stem into ``d_out``, then ``n_blocks`` pre-norm residual blocks ``h + W2 GELU(W1 LN(h))``."""
-    from torch import nn
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.norm = nn.LayerNorm(d_out)
-            self.fc1 = nn.Linear(d_out, hidden_dim)
-            self.fc2 = nn.Linear(hidden_dim, d_out)
-            self.drop = nn.Dropout(dropout)
-
-        def forward(self, h):
-            return h + self.drop(self.fc2(nn.functional.gelu(self.fc1(self.norm(h)))))
-
-    class Head(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = nn.Linear(d_in, d_out)
-            self.blocks = nn.Sequential(*[Block() for _ in range(n_blocks)])
-
-        def forward(self, x):
-            return self.blocks(self.stem(x))
-
-        def warm_start(self, W, b):
-            """Start as the affine map x W + b: the stem takes it, every block's output layer starts at zero."""
-            _set_linear(self.stem, W, b)
-            for blk in self.blocks:
-                nn.init.zeros_(blk.fc2.weight)
-                nn.init.zeros_(blk.fc2.bias)
-
-    return Head()
-
-
-def _gated_mlp(d_in: int, d_out: int, hidden_dim: int, dropout: float):
-    """SAIL-style GLU head: ``W_skip x + W_o( SiLU(W_g LN(x)) * W_u LN(x) )``."""
-    from torch import nn
-
-    class GLUHead(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.norm = nn.LayerNorm(d_in)
-            self.gate = nn.Linear(d_in, hidden_dim)
-            self.up = nn.Linear(d_in, hidden_dim)
-            self.out = nn.Linear(hidden_dim, d_out)
-            self.skip = nn.Linear(d_in, d_out)
-            self.drop = nn.Dropout(dropout)
-
-        def forward(self, x):
-            h = self.norm(x)
-            return self.skip(x) + self.out(self.drop(nn.functional.silu(self.gate(h)) * self.up(h)))
-
-        def warm_start(self, W, b):
-            """Start as the affine map x W + b: the skip takes it, the gated branch's output starts at zero."""
-            _set_linear(self.skip, W, b)
-            nn.init.zeros_(self.out.weight)
-            nn.init.zeros_(self.out.bias)
-
-    return GLUHead()
-
-
-def _set_linear(layer, W, b):
-    torch = _torch()
-    with torch.no_grad():
-        layer.weight.copy_(W.T.to(layer.weight.dtype))
-        if layer.bias is not None:
-            layer.bias.copy_(b.to(layer.bias.dtype))
 
 
 # ---- the trained estimator base --------------------------------------------------------------------------------
@@ -374,95 +299,6 @@ class TrainedProjector(Projector):
             self.init_alpha_curve_ = self.fit_report_.get("init_alpha_curve")
 
 
-def _warm_start(head, W, b):
-    if hasattr(head, "warm_start"):
-        head.warm_start(W, b)
-    else:  # a plain nn.Linear
-        _set_linear(head, W, b)
-
-
-def _check_training_pairs(X, Y):
-    """Validate shapes and finiteness without copying memory-maps into RAM (finiteness read chunk by chunk)."""
-    from align._validation import check_array, is_torch
-
-    if is_torch(X) or is_torch(Y):  # the trainer reads rows from host memory; tensors come over once
-        from align._backend import to_numpy_f32
-
-        X, Y = check_paired(X, Y)
-        X, Y = to_numpy_f32(X), to_numpy_f32(Y)
-        check_not_constant(X, "X")
-        check_not_constant(Y, "Y")
-        return X, Y
-    X, Y = np.asarray(X), np.asarray(Y)
-    check_paired(X[:2], Y[:2])  # types, ndim, columns
-    if X.shape[0] != Y.shape[0]:
-        raise ValueError(
-            f"`X` and `Y` must have the same number of rows (row i of each describes item i), "
-            f"got {X.shape[0]} and {Y.shape[0]}"
-        )
-    for name, A in (("X", X), ("Y", Y)):
-        for s in range(0, A.shape[0], 65536):
-            check_array(A[s:s + 65536], name)
-        check_not_constant(A, name)
-    return X, Y
-
-
-def _check_groups(groups, n, name):
-    g = np.asarray(groups)
-    if g.shape != (n,) or g.dtype.kind not in "iu":
-        raise ValueError(f"`{name}` must be an int array with one group id per row ({n},), got {g.dtype} {g.shape}")
-    return g.astype(np.int64)
-
-
-def split_pairs(n: int, groups: Any = None, fraction: float = 0.1, rng: Any = 0):
-    """Split ``n`` paired rows into training and validation rows; all rows of one group land on the same side.
-
-    Parameters
-    ----------
-    n : int
-        Number of pairs.
-    groups : int array of shape (n,), optional
-        Group id per row (e.g. the image of each caption); groups, not rows, are drawn.
-    fraction : float
-        Share of the groups (rows) held out, in [0, 0.9]; 0 gives no validation rows.
-    rng : int, numpy.random.Generator or None
-        An int gives the same split every call (and the split the projectors make with ``rng=`` that int).
-
-    Returns
-    -------
-    train_rows : int array
-    val_rows : int array or None
-        None when ``fraction == 0``.
-    """
-    from align._validation import check_rng
-
-    n = check_int("n", n, min_value=1)
-    fraction = check_float("fraction", fraction, min_value=0.0, max_value=0.9)
-    if fraction <= 0:
-        return np.arange(n), None
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        gen = np.random.default_rng([check_int("rng", rng, min_value=0), 7919])
-    else:
-        gen = check_rng(rng)
-    if groups is not None:
-        groups = _check_groups(groups, n, "groups")
-    keys = np.arange(n) if groups is None else np.unique(groups)
-    n_val = round(fraction * len(keys))
-    if n_val < 2 or len(keys) - n_val < 2:
-        raise ValueError(
-            f"`val_fraction`={fraction} leaves too few items on one side ({len(keys)} items); "
-            "use more data or val_fraction=0"
-        )
-    val_keys = gen.choice(keys, size=n_val, replace=False)
-    is_val = np.isin(np.arange(n) if groups is None else groups, val_keys)
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
-
-def split_by_group(n: int, groups, val_fraction: float, seed: int):
-    """Deprecated alias of :func:`split_pairs` (positional ``seed``), kept for callers of the old private name."""
-    return split_pairs(n, groups, val_fraction, seed)
-
-
 def _check_alpha(name: str, value: Any) -> None:
     if isinstance(value, str):
         check_choice(name, value, ("auto",))
@@ -687,3 +523,4 @@ class GLUProjector(TrainedProjector):
     def _make_head(self, d_in, d_out):
         return _gated_mlp(d_in, d_out, check_int("hidden_dim", self.hidden_dim, min_value=1),
                           check_float("dropout", self.dropout, min_value=0.0, max_value=1.0))
+

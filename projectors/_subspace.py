@@ -146,7 +146,7 @@ class SubspaceProjector(Projector):
 
     # ---- estimator -----------------------------------------------------------------------------------------------
     def fit(self, X: Any, Y: Any) -> SubspaceProjector:
-        from ._neural import split_pairs
+        from ._pairs import split_pairs
 
         check_choice("method", self.method, ("cca", "pca"))
         check_choice("criterion", self.criterion, ("retrieval", "matching"))

@@ -11,7 +11,7 @@ from align._ridge import ridge_cv, ridge_fit
 from align._validation import InputTypeError
 from align.evaluation import retrieval_metrics
 from projectors import load_projector, make_projector, split_pairs
-from projectors._neural import split_by_group
+from projectors._pairs import split_by_group
 
 
 def _planted(seed, n=400, dx=30, dy=20, noise=0.05, offset=True):

@@ -100,7 +100,7 @@ def test_early_stopping_keeps_best(planted):
         assert len(scores) < 40
         assert all(s <= res.best_score for s in scores[res.best_epoch + 1:])
     # the kept weights are the best epoch's: recompute on the same held-out split
-    from projectors._neural import split_by_group
+    from projectors._pairs import split_by_group
 
     _, va = split_by_group(len(X), None, 0.1, 0)
     got = retrieval_metrics(p.transform(X[va]), Y[va], ks=(1,)).recall_at(1)
