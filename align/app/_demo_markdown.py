@@ -4,7 +4,7 @@ from __future__ import annotations
 
 def markdown(report: dict, cfg, files: dict) -> str:
     """report.md of ``unialign demo`` from its report.json record, the config and the files written."""
-    from .demo import _headlines
+    from ._demo_summary import _headlines
     from .report import fmt_mean_std, markdown_table
 
     n = report["n_classes"]
