@@ -6,13 +6,19 @@ from typing import Any
 
 import numpy as np
 
-from align._validation import check_float, check_int, check_not_constant, check_paired
+from align._validation import (
+    check_array,
+    check_float,
+    check_int,
+    check_not_constant,
+    check_paired,
+    check_rng,
+    is_torch,
+)
 
 
 def _check_training_pairs(X, Y):
     """Validate shapes and finiteness without copying memory-maps into RAM (finiteness read chunk by chunk)."""
-    from align._validation import check_array, is_torch
-
     if is_torch(X) or is_torch(Y):  # the trainer reads rows from host memory; tensors come over once
         from align._backend import to_numpy_f32
 
@@ -62,8 +68,6 @@ def split_pairs(n: int, groups: Any = None, fraction: float = 0.1, rng: Any = 0)
     val_rows : int array or None
         None when ``fraction == 0``.
     """
-    from align._validation import check_rng
-
     n = check_int("n", n, min_value=1)
     fraction = check_float("fraction", fraction, min_value=0.0, max_value=0.9)
     if fraction <= 0:
