@@ -172,11 +172,14 @@ def encoders_command() -> None:
 
 # ------------------------------------------------------------------------------------------ fit / retrieve --
 @main.command("fit")
-@click.option("--kind", "-k", default="linear", show_default=True,
-              help="Projector kind: linear (closed-form ridge, penalty chosen by validation), procrustes, mlp, glu, "
-                   "cca, subspace.")
+@click.option("--kind", "-k", default=None,
+              help="Projector kind: linear (closed-form ridge, penalty chosen by validation; the default), "
+                   "procrustes, mlp, glu, cca, subspace; blind with --unpaired.")
 @click.option("--x", "x_path", required=True, help="Source features (n, d_x): .npy/.npz/.safetensors (FILE[:KEY]).")
 @click.option("--y", "y_path", required=True, help="Target features (n, d_y); row i pairs with row i of --x.")
+@click.option("--unpaired", is_flag=True,
+              help="The rows of --x and --y are NOT pairs (counts may differ): fit the blind projector from structure "
+                   "alone and report its confidence.")
 @click.option("--out", "out_path", required=True, help="Where to save the fitted projector (.pt).")
 @click.option("--val-fraction", default=None, type=click.FloatRange(0, 1, max_open=True),
               help="Share of pairs (of groups, with --groups) held out for early stopping and the report. Default: "
@@ -201,7 +204,7 @@ def encoders_command() -> None:
 @click.option("--pooling", default=None, help="Pooling used for the features (stored in the file).")
 @click.option("--progress/--no-progress", default=True, help="Start and end lines on stderr.")
 @handle_errors
-def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss, max_epochs, batch_size, lr,
+def fit_command(kind, x_path, y_path, unpaired, out_path, val_fraction, groups_path, loss, max_epochs, batch_size, lr,
                 checkpoint, device, seed, params, x_encoder, y_encoder, layer, pooling, progress) -> None:
     """Fit a projector from --x to --y; print training curves as JSON lines, then a summary line.
 
@@ -213,11 +216,17 @@ def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss,
     Example:
       unialign fit --x en_minilm.npy --y en_e5.npy --out proj.pt
       unialign fit --kind mlp --x en_minilm.npy --y en_e5.npy --val-fraction 0.1 --out proj.pt
+      unialign fit --unpaired --x images.npy --y prompts.npy --out blind.pt
     """
     import os
 
     from ._distributed import distributed_session, local_device
-    from .app.fit import TrainedOnlyOption, fit_from_files
+    from .app.fit import DEFAULT_KIND, UNPAIRED_KIND, TrainedOnlyOption, fit_from_files
+
+    if unpaired and kind not in (None, UNPAIRED_KIND):
+        raise click.UsageError(f"--unpaired fits --kind {UNPAIRED_KIND}, not {kind!r}; drop --kind, or drop "
+                               f"--unpaired if row i of --x and --y are one pair")
+    kind = kind or (UNPAIRED_KIND if unpaired else DEFAULT_KIND)
 
     training = {"loss": loss, "max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "checkpoint": checkpoint,
                 "device": local_device(device)}
@@ -228,7 +237,7 @@ def fit_command(kind, x_path, y_path, out_path, val_fraction, groups_path, loss,
                 x_path, y_path, out_path, kind=kind, params=parse_key_values(params, reserved={
                     "kind": "--kind", "rng": "--seed"}), val_fraction=val_fraction, groups=groups_path,
                 training=training, rng=seed, x_encoder=x_encoder, y_encoder=y_encoder, layer=layer, pooling=pooling,
-                callback=emit_line, say=say if progress and rank0 else None, **producer())
+                callback=emit_line, say=say if progress and rank0 else None, unpaired=unpaired, **producer())
         except TrainedOnlyOption as exc:
             raise click.UsageError(str(exc)) from None
     if rank0:

@@ -29,10 +29,13 @@ from .._validation import check_memory
 from ..evaluation import retrieval_metrics
 from ..exceptions import UnialignError
 
-__all__ = ["DEFAULT_KIND", "FitResult", "TrainedOnlyOption", "encoder_of", "fit_from_files"]
+__all__ = ["DEFAULT_KIND", "FitResult", "TrainedOnlyOption", "UNPAIRED_KIND", "encoder_of", "fit_from_files"]
 
 #: The kind ``unialign fit`` fits when none is named: closed-form ridge with the penalty chosen by validation.
 DEFAULT_KIND = "linear"
+
+#: The kind fitted from unpaired features (``unialign fit --unpaired``): blind matching, then Procrustes.
+UNPAIRED_KIND = "blind"
 
 #: Validation share of a trained kind when none is given (early stopping needs held-out pairs).
 TRAINED_VAL_FRACTION = 0.1
@@ -77,12 +80,24 @@ def encoder_of(path: str, given: str | None, option: str = "--x") -> str | None:
     return given if given is not None else recorded
 
 
+def _read_unpaired(x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(load_features(x))
+    Y = np.asarray(load_features(y))
+    if X.ndim != 2 or Y.ndim != 2:
+        raise ValueError(f"--x and --y must be 2-D feature matrices (rows = items), got shapes {X.shape} and "
+                         f"{Y.shape}")
+    if min(X.shape[0], Y.shape[0]) < 3:
+        raise ValueError(f"--unpaired needs at least 3 rows in each of --x and --y, got {X.shape[0]} and "
+                         f"{Y.shape[0]}")
+    return X, Y
+
+
 def _read_pairs(x: str, y: str, groups: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     X = np.asarray(load_features(x))
     Y = np.asarray(load_features(y))
     if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
         raise ValueError(f"--x and --y must be 2-D with the same number of rows (row i of each is one pair), got "
-                         f"shapes {X.shape} and {Y.shape}")
+                         f"shapes {X.shape} and {Y.shape}; if the rows are not pairs, add --unpaired")
     if X.shape[0] < 1:
         raise ValueError(f"--x {x!r} and --y {y!r} hold no rows; give at least one pair per row")
     g = None
@@ -119,6 +134,7 @@ def fit_from_files(
     say: Callable[[str], None] | None = None,
     command: str = "align.app.fit.fit_from_files",
     options: dict | None = None,
+    unpaired: bool = False,
 ) -> FitResult:
     """Fit a ``kind`` projector from the features in ``x`` to those in ``y`` and save it to ``out``.
 
@@ -152,6 +168,10 @@ def fit_from_files(
         Receives a line when the fit starts and ends (the command line prints them on stderr).
     command, options : optional
         What the provenance record names as the producer (``"unialign fit"`` and its parsed options).
+    unpaired : bool
+        The rows of ``x`` and ``y`` are *not* pairs (their counts may differ): fit :data:`UNPAIRED_KIND` (blind
+        matching from structure alone, then a map on the pseudo-pairs) and report its confidence. Implied by
+        ``kind="blind"``; refuses ``groups`` and a validation split, which need pairs.
 
     Returns
     -------
@@ -160,6 +180,13 @@ def fit_from_files(
     """
     if os.path.isdir(out):  # before training, not after
         raise ValueError(f"--out {str(out)!r} is a directory; give a file name such as {os.path.join(out, 'proj.pt')}")
+    if unpaired or kind == UNPAIRED_KIND:
+        if kind != UNPAIRED_KIND:
+            raise ValueError(f"--unpaired fits --kind {UNPAIRED_KIND} (no known pairs), not {kind!r}; drop --kind, "
+                             f"or drop --unpaired if row i of --x and --y are one pair")
+        return _fit_unpaired(x, y, out, params=params, val_fraction=val_fraction, groups=groups,
+                             training=training, rng=rng, x_encoder=x_encoder, y_encoder=y_encoder, layer=layer,
+                             pooling=pooling, say=say, command=command, options=options)
     X, Y, g = _read_pairs(x, y, groups)
     x_encoder = encoder_of(x, x_encoder, "--x")
     y_encoder = encoder_of(y, y_encoder, "--y")
@@ -228,4 +255,47 @@ def fit_from_files(
     summary["out"] = str(out)
     summary["provenance"] = record
     say(f"fit: done in {fit_time:.1f} s; saved {out}")
+    return FitResult(projector, summary)
+
+
+def _fit_unpaired(x, y, out, *, params, val_fraction, groups, training, rng, x_encoder, y_encoder, layer, pooling,
+                  say, command, options) -> FitResult:
+    """``fit_from_files(..., unpaired=True)``: the blind projector on two unpaired feature files."""
+    if groups is not None:
+        raise ValueError("--groups names positives among pairs; --unpaired features have none: drop --groups")
+    if val_fraction:
+        raise ValueError("--val-fraction holds out known pairs; --unpaired features have none: drop --val-fraction "
+                         "(the summary's confidence report takes its place)")
+    given = {k: v for k, v in (training or {}).items() if v is not None}
+    if given:
+        name = next(iter(given))
+        raise TrainedOnlyOption(f"{TRAINING_OPTIONS.get(name, name)} applies to trained kinds only (mlp, glu, linear "
+                                f"with -p solver=trained), not --unpaired ({UNPAIRED_KIND!r})")
+    X, Y = _read_unpaired(x, y)
+    x_encoder = encoder_of(x, x_encoder, "--x")
+    y_encoder = encoder_of(y, y_encoder, "--y")
+    projector = projectors.make_projector(UNPAIRED_KIND, **dict(params or {}))
+    projector.set_params(rng=rng)
+    say = say or (lambda line: None)
+    say(f"fit: {UNPAIRED_KIND} on {X.shape[0]:,} x {Y.shape[0]:,} unpaired rows ({X.shape[1]}-d -> {Y.shape[1]}-d), "
+        f"no known pairs")
+    t0 = time.perf_counter()
+    projector.fit(X, Y)
+    fit_time = time.perf_counter() - t0
+    confidence = {k: (v if isinstance(v, (str, bool)) else float(v)) for k, v in projector.confidence_.items()}
+    summary: dict[str, Any] = {"summary": True, "kind": UNPAIRED_KIND, "unpaired": True,
+                               "params": projector.get_params(), "n_x": int(X.shape[0]), "n_y": int(Y.shape[0]),
+                               "n_pseudo_pairs": int(len(projector.pairs_)), "fit_time_s": fit_time,
+                               "confidence": confidence}
+    if int(os.environ.get("RANK", "0")) != 0:
+        return FitResult(projector, summary)
+    record = provenance(command=command, options=dict(options or {}), x=Path(x), y=Path(y), x_encoder=x_encoder,
+                        y_encoder=y_encoder, layer=layer, pooling=pooling, kind=UNPAIRED_KIND,
+                        params=projector.get_params(), seed=rng, unpaired=True)
+    projector.save(out, x_encoder=x_encoder, y_encoder=y_encoder, layer=layer, pooling=pooling,
+                   config={"x": x, "y": y, "unpaired": True, "seed": rng}, provenance=record)
+    summary["out"] = str(out)
+    summary["provenance"] = record
+    verdict = "confident" if confidence.get("confident") else "NOT confident: the map is likely meaningless"
+    say(f"fit: done in {fit_time:.1f} s; blind matching {verdict}; saved {out}")
     return FitResult(projector, summary)

@@ -114,3 +114,55 @@ def test_fit_defaults_to_the_closed_form_linear_map_on_every_pair(files):
     assert summary["kind"] == "linear" and summary["n_train"] == n and "val" not in summary
     assert summary["val_fraction"] == 0.0 and summary["fit_report"]["trains"] is False
     assert "fit: linear on" in r.stderr
+
+
+def _rotated_copy(tmp_path, n_x=60, n_y=50, seed=0):
+    """X and a noisy rotated copy Y of a subset of it, Y's rows shuffled: unpaired files with a planted map."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_x, 20)) * (1.0 / np.arange(1, 21) ** 0.7)
+    Q = np.linalg.qr(rng.normal(size=(20, 20)))[0]
+    keep = rng.permutation(n_x)[:n_y]
+    Y = X[keep] @ Q + 0.02 * rng.normal(size=(n_y, 20))
+    np.save(tmp_path / "ux.npy", X.astype(np.float32))
+    np.save(tmp_path / "uy.npy", Y.astype(np.float32))
+    return X, Y, keep
+
+
+def test_fit_unpaired_recovers_a_planted_map_and_saves_a_usable_projector(tmp_path):
+    X, Y, keep = _rotated_copy(tmp_path)  # 60 vs 50 rows: not pairs, not even the same count
+    out = tmp_path / "blind.pt"
+    r = CliRunner().invoke(main, ["fit", "--unpaired", "--x", str(tmp_path / "ux.npy"), "--y",
+                                  str(tmp_path / "uy.npy"), "-p", "n_candidates=2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    (summary,) = _lines(r.stdout)
+    assert summary["kind"] == "blind" and summary["unpaired"] and (summary["n_x"], summary["n_y"]) == (60, 50)
+    assert summary["confidence"]["confident"] is True and summary["provenance"]["unpaired"] is True
+    from projectors import load_projector
+
+    Z = np.asarray(load_projector(out).transform(X[keep]))
+    Zc, Yc = Z - Y.mean(0), Y - Y.mean(0)
+    sims = (Zc / np.linalg.norm(Zc, axis=1, keepdims=True)) @ (Yc / np.linalg.norm(Yc, axis=1, keepdims=True)).T
+    assert np.mean(sims.argmax(1) == np.arange(len(keep))) >= 0.9
+
+
+def test_fit_unpaired_reports_unrelated_spaces_as_not_confident(tmp_path):
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "ux.npy", rng.normal(size=(60, 20)).astype(np.float32))
+    np.save(tmp_path / "uy.npy", rng.normal(size=(60, 12)).astype(np.float32))
+    r = CliRunner().invoke(main, ["fit", "--unpaired", "--x", str(tmp_path / "ux.npy"), "--y",
+                                  str(tmp_path / "uy.npy"), "-p", "n_candidates=2", "--out", str(tmp_path / "b.pt")])
+    assert r.exit_code == 0, r.output
+    (summary,) = _lines(r.stdout)
+    assert summary["confidence"]["confident"] is False
+    assert "NOT confident" in r.stderr
+
+
+@pytest.mark.parametrize("extra,needle", [(["--kind", "mlp"], "--unpaired fits --kind blind"),
+                                          (["--val-fraction", "0.2"], "drop --val-fraction"),
+                                          (["--epochs", "3"], "--epochs applies to trained kinds only")])
+def test_fit_unpaired_refuses_what_needs_pairs_in_one_line(tmp_path, extra, needle):
+    _rotated_copy(tmp_path)
+    r = CliRunner().invoke(main, ["fit", "--unpaired", "--x", str(tmp_path / "ux.npy"), "--y",
+                                  str(tmp_path / "uy.npy"), "--out", str(tmp_path / "b.pt"), *extra])
+    assert r.exit_code != 0 and needle in r.output, r.output
+    assert not (tmp_path / "b.pt").exists()
