@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -131,8 +132,8 @@ def main(argv=None) -> None:
             from align._io import atomic_write
 
             with atomic_write(Path(args.out)) as f:
-                f.write(json.dumps({"command": "python -m benchmarks.bench_blind " + " ".join(argv or []),
-                                    "rows": rows}, indent=1).encode())
+                command = "python -m benchmarks.bench_blind " + " ".join(sys.argv[1:] if argv is None else argv)
+                f.write(json.dumps({"command": command, "rows": rows}, indent=1).encode())
 
     sizes = None
     if args.sizes:

@@ -57,7 +57,8 @@ class TrainedProjector(Projector):
         branches start at zero), so training refines the least-squares solution instead of starting from scratch.
         One-sided only (``project_y=False``). ``"auto"`` (default): ``"ridge"`` when one-sided, else ``"random"``.
         The start competes in validation (``best_epoch == -1``, ``fit_report_["start_kept"]``), so with a
-        validation set the fitted map is never worse on it than the closed-form start. When the start wins and the
+        validation set the fitted map is never more than one standard error of its R@1 below the closed-form start
+        on it (within that, the lower validation loss wins: :class:`projectors.trainer.TrainResult`). When the start wins and the
         validation pairs were held out of ``X`` by ``val_fraction``, the closed form is refitted on all pairs
         (``fit_report_["start_refit_on_all_pairs"]``): the result is then the ``linear`` kind's default map.
     init_alpha : float or "auto"

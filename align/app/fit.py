@@ -29,7 +29,7 @@ from .._validation import check_memory
 from ..evaluation import retrieval_metrics
 from ..exceptions import UnialignError
 
-__all__ = ["DEFAULT_KIND", "FitResult", "TrainedOnlyOption", "UNPAIRED_KIND", "encoder_of", "fit_from_files"]
+__all__ = ["DEFAULT_KIND", "UNPAIRED_KIND", "FitResult", "TrainedOnlyOption", "encoder_of", "fit_from_files"]
 
 #: The kind ``unialign fit`` fits when none is named: closed-form ridge with the penalty chosen by validation.
 DEFAULT_KIND = "linear"
@@ -285,7 +285,7 @@ def _fit_unpaired(x, y, out, *, params, val_fraction, groups, training, rng, x_e
     confidence = {k: (v if isinstance(v, (str, bool)) else float(v)) for k, v in projector.confidence_.items()}
     summary: dict[str, Any] = {"summary": True, "kind": UNPAIRED_KIND, "unpaired": True,
                                "params": projector.get_params(), "n_x": int(X.shape[0]), "n_y": int(Y.shape[0]),
-                               "n_pseudo_pairs": int(len(projector.pairs_)), "fit_time_s": fit_time,
+                               "n_pseudo_pairs": len(projector.pairs_), "fit_time_s": fit_time,
                                "confidence": confidence}
     if int(os.environ.get("RANK", "0")) != 0:
         return FitResult(projector, summary)

@@ -12,6 +12,7 @@ from align._validation import InputTypeError
 from align.evaluation import retrieval_metrics
 from projectors import load_projector, make_projector, split_pairs
 from projectors._pairs import split_by_group
+from projectors.trainer import r1_tolerance
 
 
 def _planted(seed, n=400, dx=30, dy=20, noise=0.05, offset=True):
@@ -130,9 +131,10 @@ def test_trained_kinds_are_never_below_their_start_on_validation():
         p.fit(X, Y, X_val=Xv, Y_val=Yv)
         rep = p.fit_report_
         assert rep["start"] == "ridge" and rep["init_alpha"] == pytest.approx(start.alpha_)
-        assert rep["val_R@1"] >= rep["val_R@1_start"]
+        tol = r1_tolerance(max(rep["val_R@1"], rep["val_R@1_start"]), len(Xv))  # the selection rule's noise band
+        assert rep["val_R@1"] >= rep["val_R@1_start"] - tol
         got = retrieval_metrics(p.transform(Xv), p.transform_y(Yv))
-        assert (got.query_to_gallery.recall[1] + got.gallery_to_query.recall[1]) / 2 >= rep["val_R@1_start"] - 1e-9
+        assert (got.query_to_gallery.recall[1] + got.gallery_to_query.recall[1]) / 2 >= rep["val_R@1_start"] - tol - 1e-9
         assert rep["val_R@1_start"] == pytest.approx((start_r1.query_to_gallery.recall[1]
                                                       + start_r1.gallery_to_query.recall[1]) / 2, abs=0.01)
         assert rep["start_kept"] == (rep["best_epoch"] == -1)
