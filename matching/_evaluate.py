@@ -24,7 +24,8 @@ class EvaluationResult:
     ``accuracies``; ``recall`` maps k to the mean Recall@k of ranking the query items of ``Y`` for each query of
     ``X`` by the method's pair scores (``None`` for methods without scores, such as ``faq``); ``recall_splits`` the
     same per split. ``n_known`` known pairs and ``n_query`` hidden items per split; ``query`` says whether the
-    queries came from a separate query set.
+    queries came from a separate query set. ``confidence_splits``: per split, the confidence report of a method that
+    gives one (``"blind"``: :class:`matching.BlindResult`), else ``None``.
     """
 
     method: str
@@ -41,6 +42,7 @@ class EvaluationResult:
     params: dict = field(default_factory=dict)
     recall_splits: Optional[tuple] = None
     query: bool = False
+    confidence_splits: Optional[tuple] = None
 
     @property
     def n_seeds(self) -> int:
@@ -68,6 +70,7 @@ class EvaluationResult:
             "n_splits": self.n_splits,
             "known_selection": self.known_selection,
             "query": self.query,
+            "confidence_splits": None if self.confidence_splits is None else [dict(c) for c in self.confidence_splits],
             "n_seeds": self.n_known,
             "seed_selection": self.known_selection,
             "seconds": self.seconds,
@@ -207,7 +210,7 @@ def evaluate(
     recall_at = tuple(check_int("recall_at", k, min_value=1) for k in recall_at)
     rng = check_rng(rng)
 
-    accs, recalls, t0 = [], [], time.perf_counter()
+    accs, recalls, confidences, t0 = [], [], [], time.perf_counter()
     for split in range(n_splits):
         if query is not None:  # the draws of align.experiment's base/query cells, in the same order
             base = rng.choice(n, n_known, replace=False)
@@ -234,6 +237,8 @@ def evaluate(
         else:
             res = run(X_sub, Y_sub, method=method, partial_match=pm, rng=rng.spawn(1)[0], **params)
         accs.append(float(np.mean(np.asarray(res.col_ind)[n_known:] == truth)))
+        if getattr(res, "confidence", None):
+            confidences.append({k: (v if isinstance(v, (str, bool)) else float(v)) for k, v in res.confidence.items()})
         if getattr(res, "similarity", None) is not None:
             S = np.asarray(res.similarity, dtype=np.float64)[n_known:, n_known:]
             true_scores = S[np.arange(n_query), truth - n_known]
@@ -249,4 +254,4 @@ def evaluate(
                             accuracies=tuple(accs), recall=rec, recall_std=rec_std, n_known=n_known,
                             n_query=n_query, n_splits=n_splits, known_selection=known_selection, seconds=seconds,
                             params=dict(params), recall_splits=tuple(recalls) if recalls else None,
-                            query=query is not None)
+                            query=query is not None, confidence_splits=tuple(confidences) if confidences else None)

@@ -261,3 +261,23 @@ def test_layer_sweep_heatmap_with_a_known_diagonal(tmp_path):
     assert (M[0] < 1 - 1e-3).all() and M[1, 0] < 1 - 1e-3
     assert cell["result"]["value"] == pytest.approx(M[0, 0])  # the headline value is the first layers' pair
     assert "layers_0.png" in res.files and (tmp_path / "out" / "layers_0.png").is_file()
+
+
+def test_blind_matching_runs_with_zero_known_pairs_and_reports_its_confidence(tmp_path):
+    """The blind route in a YAML experiment: n_known 0, the report says how many splits the confidence trusts."""
+    gen = np.random.default_rng(0)
+    X = gen.normal(size=(120, 10)) * (1.0 / np.arange(1, 11) ** 0.7)
+    R = np.linalg.qr(gen.normal(size=(10, 10)))[0]
+    np.save(tmp_path / "x.npy", X.astype(np.float32))
+    np.save(tmp_path / "y.npy", (X @ R + 0.02 * gen.normal(size=X.shape)).astype(np.float32))
+    np.save(tmp_path / "z.npy", gen.normal(size=(120, 6)).astype(np.float32))
+    cfg = {"name": "blind", "out": "out", "seeds": [0], "features": {"x": "x.npy", "y": "y.npy", "z": "z.npy"},
+           "pairs": [["x", "y"], ["x", "z"]],
+           "matching": {"methods": [{"name": "blind", "params": {"n_candidates": 2}}], "n_known": [0],
+                        "n_query": 40, "n_splits": 2}}
+    res = run_experiment(load_config(_write(tmp_path, cfg)))
+    got = {(a["y"], a["measure"]): a["mean"] for a in res.aggregates}
+    assert got[("y", "accuracy")] >= 0.9 and got[("y", "confident")] == 1.0
+    assert got[("z", "accuracy")] < 0.3 and got[("z", "confident")] == 0.0
+    report = (res.out / "report.md").read_text()
+    assert "(confident 2/2)" in report and "(confident 0/2)" in report

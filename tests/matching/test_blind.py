@@ -90,3 +90,15 @@ def test_front_door_and_result():
         match(X, Y, method="blind", partial_match=[[0, 0], [1, 1]])
     with pytest.raises(ValueError, match="unknown parameter"):
         match(X, Y, method="blind", n_init=3)
+
+
+def test_evaluate_keeps_the_confidence_of_each_split_and_none_for_seeded_methods():
+    from matching import evaluate
+
+    gen = np.random.default_rng(3)
+    X = gen.normal(size=(90, 10)) * (1.0 / np.arange(1, 11) ** 0.7)
+    Y = X @ np.linalg.qr(gen.normal(size=(10, 10)))[0] + 0.02 * gen.normal(size=X.shape)
+    res = evaluate(X, Y, "blind", n_known=0, n_query=40, n_splits=2, rng=0, n_candidates=2)
+    assert len(res.confidence_splits) == 2 and all(c["confident"] for c in res.confidence_splits)
+    assert res.to_dict()["confidence_splits"][0]["rule"] == res.confidence_splits[0]["rule"]
+    assert evaluate(X, Y, "procrustes", n_known=10, n_query=40, n_splits=2, rng=0).confidence_splits is None

@@ -50,6 +50,9 @@ def aggregate(records: list[dict], cfg: ExperimentConfig) -> list[dict]:
                 for rec in r["result"].get("recall_splits") or [r["result"].get("recall") or {}]:
                     for k, v in rec.items():
                         measures.setdefault(f"R@{k}", []).append(float(v))
+                # blind matching: share of splits its confidence report trusts (1 = every split confident)
+                for conf in r["result"].get("confidence_splits") or []:
+                    measures.setdefault("confident", []).append(float(bool(conf.get("confident"))))
         else:
             for r in rs:
                 for direction in ("query_to_gallery", "gallery_to_query"):
@@ -217,10 +220,17 @@ def _markdown(cfg: ExperimentConfig, records: list[dict], aggregates: list[dict]
         by = {}
         for a in match:
             by.setdefault((a["x"], a["y"], a["label"]), {})[a["n_known"]] = a
+        confident = {(a["x"], a["y"], a["label"], a["n_known"]): a for a in aggregates
+                     if a["task"] == "matching" and a["measure"] == "confident"}
+
+        def cell(x, y, label, k, a):
+            c = confident.get((x, y, label, k))  # blind matching: how many splits its report trusts
+            return fmt_mean_std(a["mean"], a["std"]) + ("" if c is None else
+                                                        f" (confident {round(c['mean'] * c['n'])}/{c['n']})")
+
         rows = []
         for (x, y, label), per in by.items():
-            rows.append([f"{x} → {y}", label]
-                        + [fmt_mean_std(per[k]["mean"], per[k]["std"]) if k in per else "–" for k in counts])
+            rows.append([f"{x} → {y}", label] + [cell(x, y, label, k, per[k]) if k in per else "–" for k in counts])
         recall = [a for a in aggregates if a["task"] == "matching" and a["measure"].startswith("R@")]
         if recall:
             L.append(markdown_table(["pair", "method"] + [f"{k} known" for k in counts], rows) + "\n")
